@@ -1,0 +1,1 @@
+"""The thin HTTP ingress: stores uploads, records tasks, enqueues jobs. It never loads a model."""

@@ -1,0 +1,42 @@
+"""Request dependencies, as `Annotated` aliases; everything they hand out is built in the app's lifespan."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from redis import Redis
+
+from shared.settings import Settings
+from shared.storage import UploadStorage
+from shared.store import TaskStore
+
+
+def get_settings(request: Request) -> Settings:
+    """The app's settings."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_redis(request: Request) -> Redis:
+    """The shared Redis client."""
+    redis: Redis = request.app.state.redis
+    return redis
+
+
+def get_store(request: Request) -> TaskStore:
+    """The task store."""
+    store: TaskStore = request.app.state.store
+    return store
+
+
+def get_storage(request: Request) -> UploadStorage:
+    """The upload volume."""
+    storage: UploadStorage = request.app.state.storage
+    return storage
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+RedisDep = Annotated[Redis, Depends(get_redis)]
+StoreDep = Annotated[TaskStore, Depends(get_store)]
+StorageDep = Annotated[UploadStorage, Depends(get_storage)]

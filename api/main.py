@@ -1,0 +1,36 @@
+"""The FastAPI application: `uvicorn --factory api.main:create_app`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from redis import Redis
+
+from api.errors import install_error_handlers
+from api.routes import health, tasks
+from shared.settings import Settings, get_settings
+from shared.storage import UploadStorage
+from shared.store import TaskStore
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; its Redis client and stores are made in the lifespan."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        redis = Redis.from_url(settings.redis_dsn, socket_connect_timeout=2, socket_timeout=10)
+        app.state.redis = redis
+        app.state.store = TaskStore(redis, settings.task_ttl_s)
+        app.state.storage = UploadStorage(settings.uploads)
+        yield
+        redis.close()
+
+    app = FastAPI(title="whisperq", summary="Speech-to-text jobs on Whisper", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(tasks.router)
+    return app

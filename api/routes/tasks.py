@@ -1,0 +1,63 @@
+"""Tasks: submit media, poll status, fetch the result."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from api import service
+from api.deps import RedisDep, SettingsDep, StorageDep, StoreDep
+from api.upload import FILE_FIELD, receive_form
+from shared.enums import ResponseFormat
+from shared.schemas import TaskCreate, TaskPublic, TranscribeOptions
+
+router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
+
+
+def _form_schema() -> dict[str, Any]:
+    """The multipart form in the OpenAPI document (the body is parsed by hand, to stream the file)."""
+    properties: dict[str, Any] = {FILE_FIELD: {"type": "string", "format": "binary", "description": "The media."}}
+    for model in (TaskCreate, TranscribeOptions):
+        for name, field in model.model_fields.items():
+            if name != "options":
+                default = field.get_default(call_default_factory=True)
+                properties[name] = {
+                    "type": "string",
+                    "description": field.description or "",
+                    **({"default": str(default)} if default is not None else {}),
+                }
+    schema = {"type": "object", "required": [FILE_FIELD], "properties": properties}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
+
+
+@router.post("", status_code=202, response_model=TaskPublic, openapi_extra=_form_schema())
+async def create_task(
+    request: Request, response: Response, settings: SettingsDep, redis: RedisDep, store: StoreDep, storage: StorageDep
+) -> TaskPublic:
+    """Upload media and queue it for transcription or translation."""
+    form = await receive_form(request, storage, settings.max_upload_bytes)
+    try:
+        task = await run_in_threadpool(service.submit, redis, store, settings, form)
+    except BaseException:
+        if form.upload is not None:
+            form.upload.discard()
+        raise
+    response.headers["Location"] = str(request.url_for("get_task", task_id=task.id))
+    return await run_in_threadpool(service.describe, redis, store, task.id)
+
+
+@router.get("/{task_id}", response_model=TaskPublic)
+def get_task(task_id: str, redis: RedisDep, store: StoreDep) -> TaskPublic:
+    """A task's status, progress, timings and, once completed, its result."""
+    return service.describe(redis, store, task_id)
+
+
+@router.get("/{task_id}/result")
+def get_result(
+    task_id: str, store: StoreDep, format: Annotated[ResponseFormat, Query()] = ResponseFormat.JSON
+) -> Response:
+    """The result in one format: json, text, srt, vtt, tsv or verbose_json (OpenAI's shape)."""
+    body, media_type = service.result(store, task_id, format)
+    return Response(content=body, media_type=media_type)

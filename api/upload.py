@@ -1,0 +1,144 @@
+"""Streaming a multipart form: text fields into memory, the media file straight onto the upload volume."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect, Request
+
+from shared.errors import FileTooLarge, InvalidRequest, MalformedRequest
+from shared.storage import PendingUpload, UploadStorage
+
+FILE_FIELD = "file"
+MAX_FIELDS = 100
+MAX_FIELD_BYTES = 64 * 1024
+# Room for the text fields and part headers on top of the file itself.
+FORM_OVERHEAD_BYTES = 1024 * 1024
+
+
+@dataclass
+class ReceivedForm:
+    """The text fields of a form and, if one was sent, its stored file."""
+
+    fields: dict[str, str] = field(default_factory=dict)
+    upload: PendingUpload | None = None
+    filename: str | None = None
+    content_type: str | None = None
+
+
+class _FormReceiver:
+    """Callbacks for python-multipart's streaming parser."""
+
+    def __init__(self, storage: UploadStorage, max_bytes: int) -> None:
+        self.storage = storage
+        self.max_bytes = max_bytes
+        self.form = ReceivedForm()
+        self.ended = False
+        self._headers: dict[str, str] = {}
+        self._header_field = b""
+        self._header_value = b""
+        self._name: str | None = None
+        self._value = bytearray()
+        self._to_file = False
+
+    def callbacks(self) -> dict[str, object]:
+        return {
+            "on_part_begin": self._part_begin,
+            "on_header_field": self._header_field_data,
+            "on_header_value": self._header_value_data,
+            "on_header_end": self._header_end,
+            "on_headers_finished": self._headers_finished,
+            "on_part_data": self._part_data,
+            "on_part_end": self._part_end,
+            "on_end": self._end,
+        }
+
+    def _part_begin(self) -> None:
+        self._headers, self._name, self._value, self._to_file = {}, None, bytearray(), False
+
+    def _header_field_data(self, data: bytes, start: int, end: int) -> None:
+        self._header_field += data[start:end]
+
+    def _header_value_data(self, data: bytes, start: int, end: int) -> None:
+        self._header_value += data[start:end]
+
+    def _header_end(self) -> None:
+        self._headers[self._header_field.decode("latin-1").lower()] = self._header_value.decode("utf-8", "replace")
+        self._header_field, self._header_value = b"", b""
+
+    def _headers_finished(self) -> None:
+        _, params = parse_options_header(self._headers.get("content-disposition", ""))
+        name = params.get(b"name")
+        if name is None:
+            raise MalformedRequest("a form part has no name")
+        self._name = name.decode("utf-8", "replace")
+        if b"filename" not in params:
+            return
+        if self._name != FILE_FIELD or self.form.upload is not None:
+            raise InvalidRequest(f"send exactly one file, in the field {FILE_FIELD!r}")
+        self._to_file = True
+        self.form.filename = params[b"filename"].decode("utf-8", "replace")[:255]
+        self.form.content_type = self._headers.get("content-type")
+        self.form.upload = self.storage.receive(self.max_bytes)
+
+    def _part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._to_file:
+            assert self.form.upload is not None
+            self.form.upload.write(data[start:end])
+            return
+        self._value += data[start:end]
+        if len(self._value) > MAX_FIELD_BYTES:
+            raise InvalidRequest(f"the field {self._name!r} is longer than {MAX_FIELD_BYTES} bytes")
+
+    def _part_end(self) -> None:
+        if self._to_file or self._name is None:
+            return
+        if self._name in self.form.fields:
+            raise InvalidRequest(f"the field {self._name!r} is given more than once")
+        if len(self.form.fields) >= MAX_FIELDS:
+            raise InvalidRequest(f"a form has at most {MAX_FIELDS} fields")
+        self.form.fields[self._name] = self._value.decode("utf-8", "replace")
+
+    def _end(self) -> None:
+        self.ended = True
+
+
+def _boundary(request: Request) -> bytes:
+    content_type, params = parse_options_header(request.headers.get("content-type"))
+    if content_type != b"multipart/form-data" or not params.get(b"boundary"):
+        raise MalformedRequest("send the task as multipart/form-data")
+    return params[b"boundary"]
+
+
+def _check_declared_length(request: Request, max_bytes: int) -> None:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes + FORM_OVERHEAD_BYTES:
+        raise FileTooLarge(f"the request is larger than the {max_bytes}-byte upload limit")
+
+
+async def receive_form(request: Request, storage: UploadStorage, max_bytes: int) -> ReceivedForm:
+    """Parse the request's form while it arrives; on any error nothing is left on the volume."""
+    _check_declared_length(request, max_bytes)
+    receiver = _FormReceiver(storage, max_bytes)
+    parser = MultipartParser(_boundary(request), receiver.callbacks())  # type: ignore[arg-type]
+    try:
+        async for chunk in request.stream():
+            # Writes to the volume block, so they run off the event loop.
+            await run_in_threadpool(parser.write, chunk)
+        parser.finalize()
+        if not receiver.ended:
+            raise MalformedRequest("the form ended before its closing boundary")
+        if receiver.form.upload is not None:
+            await run_in_threadpool(receiver.form.upload.commit)
+    except BaseException as exc:
+        if receiver.form.upload is not None:
+            receiver.form.upload.discard()
+        if isinstance(exc, MultipartParseError):
+            raise MalformedRequest(f"the multipart body is malformed: {exc}") from exc
+        if isinstance(exc, ClientDisconnect):
+            raise MalformedRequest("the client disconnected before the upload was complete") from exc
+        raise
+    return receiver.form

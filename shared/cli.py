@@ -1,0 +1,188 @@
+"""The `whisperq` command: `up` runs everything locally; `api` and `worker` run one piece each."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+from shared.redis_server import RedisServer
+from shared.settings import Settings
+
+READY_TIMEOUT_S = 600.0
+
+
+def _overrides(args: argparse.Namespace, *names: str) -> dict[str, Any]:
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+
+
+def _configure_logging(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Run one worker in this process."""
+    settings = Settings(**_overrides(args, "model"))
+    _configure_logging(settings)
+    from worker.main import run
+
+    run(settings, burst=args.burst)
+    return 0
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    """Serve the API in this process."""
+    import uvicorn
+
+    from api.main import create_app
+
+    settings = Settings(**_overrides(args, "api_host", "api_port"))
+    _configure_logging(settings)
+    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level=settings.log_level)
+    return 0
+
+
+class Stack:
+    """Redis (embedded unless WHISPERQ_REDIS_URL is set), the API and N workers, as child processes."""
+
+    def __init__(self, settings: Settings, workers: int) -> None:
+        self.settings = settings
+        self.workers = workers
+        self.redis: RedisServer | None = None
+        self.children: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> None:
+        env = dict(
+            os.environ, WHISPERQ_MODEL=self.settings.served_model, WHISPERQ_DEFAULT_MODEL=self.settings.default_model
+        )
+        if self.settings.redis_url is None:
+            self.redis = RedisServer(self.settings.data_dir / "redis")
+            self.redis.start()
+            print(f"embedded redis-server at {self.redis.url}, data in {self.redis.data_dir}", flush=True)
+            env["WHISPERQ_REDIS_URL"] = self.redis.url
+        api = [
+            sys.executable,
+            "-m",
+            "shared.cli",
+            "api",
+            "--host",
+            self.settings.api_host,
+            "--port",
+            str(self.settings.api_port),
+        ]
+        self.children.append(self._spawn(api, env))
+        for _ in range(self.workers):
+            self.children.append(self._spawn([sys.executable, "-m", "shared.cli", "worker"], env))
+
+    @staticmethod
+    def _spawn(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        # A session of its own, so Ctrl-C reaches `up` alone and it stops the pieces in order.
+        return subprocess.Popen(command, env=env, start_new_session=True)
+
+    def wait_ready(self, base_url: str) -> None:
+        """Wait until the API answers and a worker serves the model."""
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            self.check_alive()
+            try:
+                if self.settings.served_model in httpx.get(f"{base_url}/health", timeout=2).json().get("models", []):
+                    return
+            except (httpx.HTTPError, ValueError):
+                pass
+            time.sleep(0.5)
+        raise RuntimeError("the API or the worker did not become ready in time")
+
+    def check_alive(self) -> None:
+        """Raise if a child has exited."""
+        for child in self.children:
+            if child.poll() is not None:
+                raise RuntimeError(f"{child.args!r} exited with status {child.returncode}")
+
+    def stop(self) -> None:
+        """Workers first (they finish their job), then the API, then Redis."""
+        for child in reversed(self.children):
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in reversed(self.children):
+            try:
+                child.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        if self.redis is not None:
+            self.redis.stop()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Run Redis, the API and workers until Ctrl-C."""
+    overrides = _overrides(args, "api_host", "api_port", "model")
+    if "model" in overrides:
+        overrides["default_model"] = overrides["model"]
+    settings = Settings(**overrides)
+    if args.workers < 1:
+        print("--workers must be at least 1", file=sys.stderr)
+        return 2
+    stack = Stack(settings, args.workers)
+    base_url = f"http://{settings.api_host}:{settings.api_port}"
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        stack.start()
+        print(f"loading model {settings.served_model}...", flush=True)
+        stack.wait_ready(base_url)
+        print(f"whisperq is up: API {base_url}  docs {base_url}/docs  (Ctrl-C stops)", flush=True)
+        while True:
+            stack.check_alive()
+            time.sleep(1)
+    except KeyboardInterrupt:
+        print("stopping...", flush=True)
+        return 0
+    except RuntimeError as exc:
+        print(f"whisperq up failed: {exc}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        stack.stop()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line."""
+    parser = argparse.ArgumentParser(prog="whisperq", description="Speech-to-text jobs on Whisper.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    up = commands.add_parser("up", help="run an embedded Redis, the API and workers")
+    up.add_argument("--host", dest="api_host", help="address the API listens on")
+    up.add_argument("--port", dest="api_port", type=int, help="port the API listens on")
+    up.add_argument("--workers", type=int, default=1, help="number of worker processes (default 1)")
+    up.add_argument("--model", help="model the workers serve and tasks use by default")
+    up.set_defaults(handler=cmd_up)
+
+    api = commands.add_parser("api", help="run the API")
+    api.add_argument("--host", dest="api_host")
+    api.add_argument("--port", dest="api_port", type=int)
+    api.set_defaults(handler=cmd_api)
+
+    worker = commands.add_parser("worker", help="run one worker")
+    worker.add_argument("--model", help="model to serve")
+    worker.add_argument("--burst", action="store_true", help="exit once the queues are empty")
+    worker.set_defaults(handler=cmd_worker)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the `whisperq` command."""
+    args = build_parser().parse_args(argv)
+    sys.exit(args.handler(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""whisperq's errors: each carries a stable machine code, a sentence for humans and an HTTP status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class WhisperqError(Exception):
+    """Base of every error whisperq reports to a client or records on a task."""
+
+    code = "internal_error"
+    http_status = 500
+
+    def __init__(self, message: str, details: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class InvalidRequest(WhisperqError):
+    """A field or option has a value the service cannot accept."""
+
+    code = "invalid_request"
+    http_status = 422
+
+
+class MalformedRequest(InvalidRequest):
+    """The request body is not a well-formed multipart form."""
+
+    code = "malformed_request"
+    http_status = 400
+
+
+class ModelNotServed(WhisperqError):
+    """No live worker serves the requested model."""
+
+    code = "model_not_served"
+    http_status = 422
+
+
+class FileTooLarge(WhisperqError):
+    """The upload is larger than the configured limit."""
+
+    code = "file_too_large"
+    http_status = 413
+
+
+class UnsupportedMedia(WhisperqError):
+    """The file is not audio or video the service can decode."""
+
+    code = "unsupported_media"
+    http_status = 415
+
+
+class NoAudioStream(UnsupportedMedia):
+    """The media holds no audio stream."""
+
+    code = "no_audio_stream"
+
+
+class TaskNotFound(WhisperqError):
+    """No task has this id."""
+
+    code = "task_not_found"
+    http_status = 404
+
+
+class TaskNotCompleted(WhisperqError):
+    """The task has no result yet (or will never have one)."""
+
+    code = "task_not_completed"
+    http_status = 409
+
+
+class ModelUnavailable(WhisperqError):
+    """A worker could not find or download its model."""
+
+    code = "model_unavailable"
+    http_status = 503
+
+
+class ServiceUnavailable(WhisperqError):
+    """A backing service (Redis) cannot be reached."""
+
+    code = "service_unavailable"
+    http_status = 503

@@ -1,0 +1,304 @@
+"""Schemas by role: what a client sends, what it gets back, what the engine produces."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from shared.enums import Priority, ResponseFormat, TaskStatus, TaskType
+from shared.errors import InvalidRequest
+from shared.languages import to_code
+
+DEFAULT_TEMPERATURES = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+
+
+def _split_numbers(value: Any) -> Any:
+    """Accept a list, a JSON array, a single number, or comma-separated numbers."""
+    if isinstance(value, (int, float)):
+        return [value]
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+class VadOptions(BaseModel):
+    """Silero VAD parameters (faster-whisper's `VadOptions`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    threshold: float = Field(default=0.5, ge=0, le=1)
+    neg_threshold: float | None = Field(default=None, ge=0, le=1)
+    min_speech_duration_ms: int = Field(default=0, ge=0)
+    max_speech_duration_s: float | None = Field(default=None, gt=0, description="None: no limit.")
+    min_silence_duration_ms: int = Field(default=2000, ge=0)
+    speech_pad_ms: int = Field(default=400, ge=0)
+
+
+class TranscribeOptions(BaseModel):
+    """Whisper decoding options a task may set; defaults are faster-whisper's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    language: str | None = Field(default=None, description="Language code or English name; None detects it.")
+    temperature: list[float] = Field(default_factory=lambda: list(DEFAULT_TEMPERATURES), min_length=1, max_length=20)
+    beam_size: int = Field(default=5, ge=1, le=20)
+    best_of: int = Field(default=5, ge=1, le=20)
+    patience: float = Field(default=1.0, gt=0, le=10)
+    compression_ratio_threshold: float | None = Field(default=2.4, gt=0)
+    log_prob_threshold: float | None = Field(default=-1.0, le=0)
+    no_speech_threshold: float | None = Field(default=0.6, ge=0, le=1)
+    condition_on_previous_text: bool = True
+    initial_prompt: str | None = Field(default=None, max_length=4000)
+    hotwords: str | None = Field(default=None, max_length=1000)
+    word_timestamps: bool = False
+    prepend_punctuations: str = Field(default="\"'“¿([{-", max_length=100)
+    append_punctuations: str = Field(default="\"'.。,，!！?？:：”)]}、", max_length=100)
+    clip_timestamps: list[float] | None = Field(default=None, max_length=1000)
+    hallucination_silence_threshold: float | None = Field(default=None, gt=0)
+    vad_filter: bool = False
+    vad_parameters: VadOptions | None = None
+
+    @field_validator("language")
+    @classmethod
+    def _language(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        code = to_code(value)
+        if code is None:
+            raise ValueError(f"unknown language {value!r}; use a Whisper language code such as 'en' or 'es'")
+        return code
+
+    @field_validator("temperature", "clip_timestamps", mode="before")
+    @classmethod
+    def _numbers(cls, value: Any) -> Any:
+        try:
+            return _split_numbers(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not a number list: {exc.msg}") from exc
+
+    @field_validator("temperature")
+    @classmethod
+    def _temperature_range(cls, value: list[float]) -> list[float]:
+        if any(not 0 <= t <= 1 for t in value):
+            raise ValueError("every temperature must be between 0 and 1")
+        return value
+
+    @field_validator("clip_timestamps")
+    @classmethod
+    def _clips_increase(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None and (any(t < 0 for t in value) or value != sorted(set(value))):
+            raise ValueError("clip timestamps must be non-negative seconds in increasing order")
+        return value
+
+    @field_validator("vad_parameters", mode="before")
+    @classmethod
+    def _vad_json(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"must be a JSON object: {exc.msg}") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _coherent(self) -> TranscribeOptions:
+        if self.hallucination_silence_threshold is not None and not self.word_timestamps:
+            raise ValueError("hallucination_silence_threshold needs word_timestamps=true")
+        if self.vad_parameters is not None and not self.vad_filter:
+            raise ValueError("vad_parameters needs vad_filter=true")
+        return self
+
+
+class TaskCreate(BaseModel):
+    """What a client sends to create a task (the form fields besides the file)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task_type: TaskType = TaskType.TRANSCRIBE
+    priority: Priority = Priority.NORMAL
+    model: str | None = Field(default=None, min_length=1, max_length=500)
+    callback_url: str | None = Field(default=None, max_length=2048)
+    options: TranscribeOptions = Field(default_factory=TranscribeOptions)
+
+    @field_validator("callback_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in {"http", "https"} or not parts.hostname:
+                raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @classmethod
+    def from_form(cls, fields: Mapping[str, str]) -> TaskCreate:
+        """Validate flat form fields; every field that is not a task field is a decoding option."""
+        given = {key: value for key, value in fields.items() if value != ""}
+        top = {key: given.pop(key) for key in list(given) if key in cls.model_fields and key != "options"}
+        errors: list[dict[str, Any]] = []
+        options = _validated(TranscribeOptions, given, errors)
+        task = _validated(cls, top, errors)
+        if errors or task is None or options is None:
+            raise InvalidRequest("some fields have invalid values", details=errors)
+        return cast(TaskCreate, task.model_copy(update={"options": options}))
+
+
+def _validated(model: type[BaseModel], data: dict[str, Any], errors: list[dict[str, Any]]) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False, include_input=False):
+            field = ".".join(str(part) for part in error["loc"]) or "form"
+            message = error["msg"].removeprefix("Value error, ")
+            if error["type"] == "extra_forbidden":
+                message = "unknown field"
+            errors.append({"field": field, "message": message})
+        return None
+
+
+class Word(BaseModel):
+    """One word with its timing."""
+
+    start: float
+    end: float
+    word: str
+    probability: float
+
+
+class Segment(BaseModel):
+    """One decoded segment, as faster-whisper yields it."""
+
+    id: int
+    seek: int
+    start: float
+    end: float
+    text: str
+    tokens: list[int]
+    temperature: float | None = None
+    avg_logprob: float
+    compression_ratio: float
+    no_speech_prob: float
+    words: list[Word] | None = None
+
+
+class Transcript(BaseModel):
+    """The engine's whole output for one task."""
+
+    task: TaskType
+    language: str
+    language_probability: float
+    duration: float
+    text: str
+    segments: list[Segment]
+
+
+class Source(BaseModel):
+    """Where a task's media came from."""
+
+    kind: str = "upload"
+    filename: str | None = None
+    content_type: str | None = None
+    format: str | None = None
+    size_bytes: int | None = None
+
+
+class Task(BaseModel):
+    """A task as stored: one Redis hash."""
+
+    id: str
+    status: TaskStatus
+    task_type: TaskType
+    priority: Priority
+    model: str
+    options: TranscribeOptions
+    source: Source
+    callback_url: str | None = None
+    upload_name: str | None = Field(default=None, description="Server-chosen name on the upload volume; not shown.")
+    progress: float = 0.0
+    created_at: datetime
+    downloading_at: datetime | None = None
+    processing_at: datetime | None = None
+    completed_at: datetime | None = None
+    failed_at: datetime | None = None
+    cancelled_at: datetime | None = None
+    processing_seconds: float | None = None
+    real_time_factor: float | None = None
+    language: str | None = None
+    language_probability: float | None = None
+    duration: float | None = None
+    attempts: int = 0
+    worker: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+
+class ErrorInfo(BaseModel):
+    """Why a task failed, for machines (code) and people (message)."""
+
+    code: str
+    message: str
+
+
+class TaskPublic(BaseModel):
+    """What a client gets back for a task."""
+
+    id: str
+    status: TaskStatus
+    task_type: TaskType
+    priority: Priority
+    model: str
+    options: TranscribeOptions
+    source: Source
+    callback_url: str | None
+    progress: float = Field(description="Share of the audio transcribed, 0 to 1.")
+    queue_position: int | None = Field(description="While queued: 1 means next on its queue.")
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    processing_seconds: float | None
+    real_time_factor: float | None = Field(description="Processing seconds per second of audio.")
+    language: str | None
+    language_probability: float | None
+    duration: float | None = Field(description="Audio duration in seconds.")
+    attempts: int
+    worker: str | None
+    error: ErrorInfo | None
+    result: Transcript | None
+    result_formats: list[ResponseFormat] | None = Field(description="Formats the result can be fetched in.")
+
+    @classmethod
+    def build(cls, task: Task, queue_position: int | None, result: Transcript | None) -> TaskPublic:
+        """The public view of a stored task."""
+        finished = task.completed_at or task.failed_at or task.cancelled_at
+        error = ErrorInfo(code=task.error_code, message=task.error_message or "") if task.error_code else None
+        return cls(
+            **task.model_dump(include=_SHARED_FIELDS),
+            queue_position=queue_position,
+            started_at=task.processing_at,
+            finished_at=finished,
+            error=error,
+            result=result,
+            result_formats=list(ResponseFormat) if result else None,
+        )
+
+
+_SHARED_FIELDS = set(Task.model_fields) & set(TaskPublic.model_fields)
+
+
+class WorkerInfo(BaseModel):
+    """What a live worker announces about itself."""
+
+    id: str
+    model: str
+    device: str
+    compute_type: str
+    host: str
+    pid: int
+    started_at: datetime

@@ -1,0 +1,111 @@
+"""The one settings object: every value whisperq reads from the environment."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+
+
+class Settings(BaseSettings):
+    """whisperq settings, read from `WHISPERQ_*` variables and `.env`."""
+
+    model_config = SettingsConfigDict(env_prefix="WHISPERQ_", env_file=".env", extra="ignore")
+
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis to use. Unset: `whisperq up` starts an embedded one; api and worker use localhost:6379.",
+    )
+    data_dir: Path = Field(default=Path("whisperq-data"), description="Root for the embedded Redis, uploads, models.")
+    upload_dir: Path | None = Field(default=None, description="Shared upload volume. Default: DATA_DIR/uploads.")
+    model_cache_dir: Path | None = Field(default=None, description="Model cache. Default: DATA_DIR/models.")
+    keep_uploads: bool = Field(default=False, description="Keep uploaded media after its task ends.")
+    max_upload_bytes: int = Field(
+        default=1024**3, gt=0, description="Largest accepted upload, enforced while streaming."
+    )
+
+    default_model: str = Field(default="base", min_length=1, description="Model used when a task names none.")
+    model: str | None = Field(default=None, description="Model a worker serves. Default: DEFAULT_MODEL.")
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="Where a worker runs its model.")
+    compute_type: str = Field(default="auto", description="CTranslate2 compute type: auto, int8, float16, ...")
+    cpu_threads: int = Field(default=0, ge=0, description="CPU threads per worker; 0 lets CTranslate2 choose.")
+    allow_download: bool = Field(default=True, description="Let workers download models from the model hub.")
+
+    job_timeout_s: int = Field(default=4 * 3600, gt=0, description="Longest a job may run before it is stopped.")
+    task_ttl_s: int = Field(default=7 * 24 * 3600, gt=0, description="How long tasks and results are kept.")
+    worker_ttl_s: int = Field(default=30, ge=5, description="A worker not heard from for this long is gone.")
+
+    api_host: str = Field(default="127.0.0.1", description="Address the API listens on.")
+    api_port: int = Field(default=8000, ge=1, le=65535, description="Port the API listens on.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Log level.")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in {"redis", "rediss", "unix"}:
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("compute_type")
+    @classmethod
+    def _compute_type(cls, value: str) -> str:
+        allowed = {
+            "auto",
+            "default",
+            "int8",
+            "int8_float32",
+            "int8_float16",
+            "int8_bfloat16",
+            "int16",
+            "float16",
+            "bfloat16",
+            "float32",
+        }
+        if value not in allowed:
+            raise ValueError(f"must be one of {', '.join(sorted(allowed))}")
+        return value
+
+    @model_validator(mode="after")
+    def _derived_paths(self) -> Settings:
+        if self.upload_dir is None:
+            self.upload_dir = self.data_dir / "uploads"
+        if self.model_cache_dir is None:
+            self.model_cache_dir = self.data_dir / "models"
+        if self.model is None:
+            self.model = self.default_model
+        return self
+
+    @property
+    def redis_dsn(self) -> str:
+        """The Redis URL to connect to."""
+        return self.redis_url or DEFAULT_REDIS_URL
+
+    @property
+    def uploads(self) -> Path:
+        """The upload directory, resolved."""
+        assert self.upload_dir is not None
+        return self.upload_dir
+
+    @property
+    def models(self) -> Path:
+        """The model cache directory, resolved."""
+        assert self.model_cache_dir is not None
+        return self.model_cache_dir
+
+    @property
+    def served_model(self) -> str:
+        """The model this process serves as a worker."""
+        assert self.model is not None
+        return self.model
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """Settings read once from the environment."""
+    return Settings()

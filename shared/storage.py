@@ -1,0 +1,93 @@
+"""The upload volume: the only code that writes, names or removes media files there."""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from pathlib import Path
+from types import TracebackType
+
+from shared.errors import FileTooLarge, UnsupportedMedia
+from shared.media import SNIFF_BYTES, sniff
+
+_NAME = re.compile(r"^[0-9a-f]{32}$")
+_PARTIAL = ".part"
+
+
+class PendingUpload:
+    """A file being received: written under a temporary name, checked as it grows, renamed when complete."""
+
+    def __init__(self, root: Path, max_bytes: int) -> None:
+        self.name = uuid.uuid4().hex
+        self.max_bytes = max_bytes
+        self.size = 0
+        self.format: str | None = None
+        self._head = b""
+        self._partial = root / f"{self.name}{_PARTIAL}"
+        self._final = root / self.name
+        self._file = self._partial.open("xb")
+
+    def write(self, chunk: bytes) -> None:
+        """Append a chunk; FileTooLarge past the limit, UnsupportedMedia once the head is not media."""
+        self.size += len(chunk)
+        if self.size > self.max_bytes:
+            raise FileTooLarge(f"the file is larger than the {self.max_bytes}-byte limit")
+        if self.format is None and len(self._head) < SNIFF_BYTES:
+            self._head += chunk[: SNIFF_BYTES - len(self._head)]
+            if len(self._head) >= SNIFF_BYTES:
+                self._check_media()
+        self._file.write(chunk)
+
+    def commit(self) -> None:
+        """Close the file and give it its final name."""
+        if self.format is None:
+            self._check_media()
+        self._file.close()
+        os.replace(self._partial, self._final)
+
+    def discard(self) -> None:
+        """Close and remove whatever was written."""
+        self._file.close()
+        self._partial.unlink(missing_ok=True)
+        self._final.unlink(missing_ok=True)
+
+    def _check_media(self) -> None:
+        if self.size == 0:
+            raise UnsupportedMedia("the file is empty")
+        self.format = sniff(self._head)
+        if self.format is None:
+            raise UnsupportedMedia("the file is not audio or video in a format the service can read")
+
+    def __enter__(self) -> PendingUpload:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if exc is not None:
+            self.discard()
+
+
+class UploadStorage:
+    """Media files on the shared upload volume, named by the server."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def receive(self, max_bytes: int) -> PendingUpload:
+        """Start receiving a new upload."""
+        return PendingUpload(self.root, max_bytes)
+
+    def path(self, name: str) -> Path:
+        """Where a stored upload lives; refuses any name the server did not choose."""
+        if not _NAME.match(name):
+            raise ValueError(f"not an upload name: {name!r}")
+        return self.root / name
+
+    def remove(self, name: str) -> None:
+        """Delete a stored upload, if it is still there."""
+        self.path(name).unlink(missing_ok=True)
+
+    def names(self) -> list[str]:
+        """Every file on the volume, complete or partial (for tests and clean-up)."""
+        return sorted(entry.name for entry in self.root.iterdir())

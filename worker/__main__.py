@@ -1,0 +1,7 @@
+"""`python -m worker`: run one worker."""
+
+import sys
+
+from shared.cli import main
+
+main(["worker", *sys.argv[1:]])

@@ -1,0 +1,135 @@
+"""The engine: one faster-whisper model, loaded once per worker process."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shared.enums import TaskType
+from shared.errors import InvalidRequest, NoAudioStream, UnsupportedMedia
+from shared.schemas import Segment, TranscribeOptions, Transcript, Word
+from shared.settings import Settings
+from worker.models import resolve_model
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[float], None]
+
+
+@dataclass(frozen=True)
+class Engine:
+    """A loaded model and where it runs."""
+
+    model: Any
+    name: str
+    device: str
+    compute_type: str
+
+    @property
+    def multilingual(self) -> bool:
+        """False for English-only models such as tiny.en."""
+        return bool(self.model.model.is_multilingual)
+
+
+def pick_device(requested: str) -> str:
+    """cuda when asked for, or when auto finds a GPU; otherwise cpu."""
+    if requested != "auto":
+        return requested
+    import ctranslate2
+
+    return "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+
+
+def pick_compute_type(requested: str, device: str) -> str:
+    """int8 on CPU and float16 on GPU unless a type is set."""
+    if requested != "auto":
+        return requested
+    return "float16" if device == "cuda" else "int8"
+
+
+def load_engine(settings: Settings) -> Engine:
+    """Resolve and load the model this worker serves."""
+    from faster_whisper import WhisperModel
+
+    path = resolve_model(settings.served_model, settings.models, settings.allow_download)
+    device = pick_device(settings.device)
+    compute_type = pick_compute_type(settings.compute_type, device)
+    log.info("loading model %s from %s on %s (%s)", settings.served_model, path, device, compute_type)
+    model = WhisperModel(str(path), device=device, compute_type=compute_type, cpu_threads=settings.cpu_threads)
+    return Engine(model=model, name=settings.served_model, device=device, compute_type=compute_type)
+
+
+def decoding_kwargs(options: TranscribeOptions) -> dict[str, Any]:
+    """faster-whisper's transcribe() arguments for a task's options."""
+    kwargs = options.model_dump(exclude={"clip_timestamps", "vad_parameters"})
+    kwargs["temperature"] = tuple(options.temperature)
+    kwargs["clip_timestamps"] = options.clip_timestamps or "0"
+    if options.vad_parameters is not None:
+        vad = options.vad_parameters.model_dump(exclude_none=True)
+        kwargs["vad_parameters"] = vad
+    return kwargs
+
+
+def probe(path: Path) -> None:
+    """Refuse a file that is not media or holds no audio, before decoding it."""
+    import av
+
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            if not container.streams.audio:
+                raise NoAudioStream("the media holds no audio stream")
+    except av.FFmpegError as exc:
+        raise UnsupportedMedia(f"the file could not be read as media: {exc}") from exc
+
+
+def transcribe(
+    engine: Engine, path: Path, task_type: TaskType, options: TranscribeOptions, on_progress: ProgressCallback
+) -> Transcript:
+    """Transcribe or translate a media file, reporting progress (0 to 1) as segments arrive."""
+    if not engine.multilingual and (task_type is TaskType.TRANSLATE or options.language not in (None, "en")):
+        raise InvalidRequest(f"model {engine.name} is English-only: it can neither translate nor read other languages")
+    probe(path)
+    import av
+
+    try:
+        segments, info = engine.model.transcribe(str(path), task=task_type.value, **decoding_kwargs(options))
+    except av.FFmpegError as exc:
+        raise UnsupportedMedia(f"the audio could not be decoded: {exc}") from exc
+    collected = _collect(segments, info.duration, on_progress)
+    return Transcript(
+        task=task_type,
+        language=info.language,
+        language_probability=round(info.language_probability, 4),
+        duration=info.duration,
+        text="".join(segment.text for segment in collected).strip(),
+        segments=collected,
+    )
+
+
+def _collect(segments: Iterable[Any], duration: float, on_progress: ProgressCallback) -> list[Segment]:
+    collected = []
+    for raw in segments:
+        collected.append(_segment(raw))
+        if duration > 0:
+            on_progress(min(1.0, raw.end / duration))
+    return collected
+
+
+def _segment(raw: Any) -> Segment:
+    words = [Word(start=w.start, end=w.end, word=w.word, probability=w.probability) for w in raw.words or []]
+    return Segment(
+        id=raw.id,
+        seek=raw.seek,
+        start=raw.start,
+        end=raw.end,
+        text=raw.text,
+        tokens=list(raw.tokens),
+        temperature=raw.temperature,
+        avg_logprob=raw.avg_logprob,
+        compression_ratio=raw.compression_ratio,
+        no_speech_prob=raw.no_speech_prob,
+        words=words if raw.words is not None else None,
+    )
