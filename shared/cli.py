@@ -108,6 +108,8 @@ class Stack:
 
     def stop(self) -> None:
         """Workers first (they finish their job), then the API, then Redis."""
+        for signum in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut the stop short
+            signal.signal(signum, signal.SIG_IGN)
         for child in reversed(self.children):
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)

@@ -1,0 +1,161 @@
+"""Real parts for the tests: a redis-server for the session, the API on loopback, worker processes."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from redis import Redis
+
+from api.main import create_app
+from shared import fleet
+from shared.redis_server import RedisServer, free_port
+from shared.schemas import WorkerInfo
+from shared.settings import Settings
+from shared.store import utcnow
+
+PROJECT = Path(__file__).resolve().parent.parent
+DATA = PROJECT.parent / "shared" / "data"
+JFK = DATA / "audio" / "faster_whisper" / "jfk.flac"
+
+
+def manifest() -> dict[str, dict[str, str]]:
+    """The shared data's manifest rows by clip id."""
+    with (DATA / "manifest.tsv").open(newline="") as handle:
+        return {row["id"]: row for row in csv.DictReader(handle, delimiter="\t")}
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis(redis_server: RedisServer) -> Iterator[Redis]:
+    client = Redis.from_url(redis_server.url)
+    client.flushall()
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One model cache for the session, so the base model is joined once."""
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture
+def settings(redis_server: RedisServer, redis: Redis, tmp_path: Path, model_cache: Path) -> Settings:
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        redis_url=redis_server.url,
+        data_dir=tmp_path / "data",
+        model_cache_dir=model_cache,
+        default_model="tiny.en",
+        allow_download=False,
+    )
+
+
+class ApiServer:
+    """The API app served by uvicorn on a loopback port, in a thread of the test process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> ApiServer:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            assert time.monotonic() < deadline, "the API did not start"
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def api_factory(settings: Settings) -> Iterator[Callable[..., httpx.Client]]:
+    """Start the API with settings overridden by keyword; yields an httpx client for it."""
+    servers: list[ApiServer] = []
+    clients: list[httpx.Client] = []
+
+    def start(**overrides: Any) -> httpx.Client:
+        server = ApiServer(settings.model_copy(update=overrides)).__enter__()
+        servers.append(server)
+        clients.append(httpx.Client(base_url=server.url, timeout=30))
+        return clients[-1]
+
+    yield start
+    for client in clients:
+        client.close()
+    for server in servers:
+        server.__exit__()
+
+
+@pytest.fixture
+def api(api_factory: Callable[..., httpx.Client]) -> httpx.Client:
+    return api_factory()
+
+
+@pytest.fixture
+def served(redis: Redis) -> Callable[[str], None]:
+    """Announce a model as served before any worker runs (a burst worker runs later and announces itself)."""
+
+    def announce(model: str) -> None:
+        info = WorkerInfo(id=f"announced-{model}", model=model, device="cpu", compute_type="int8", host="test",
+                          pid=os.getpid(), started_at=utcnow())
+        fleet.announce(redis, info, ttl_s=300)
+
+    return announce
+
+
+def worker_env(settings: Settings) -> dict[str, str]:
+    """The environment a worker process gets for these settings."""
+    return dict(
+        os.environ,
+        WHISPERQ_REDIS_URL=settings.redis_dsn,
+        WHISPERQ_DATA_DIR=str(settings.data_dir),
+        WHISPERQ_MODEL_CACHE_DIR=str(settings.models),
+        WHISPERQ_ALLOW_DOWNLOAD="false",
+        WHISPERQ_KEEP_UPLOADS=str(settings.keep_uploads).lower(),
+    )
+
+
+@pytest.fixture
+def run_worker(settings: Settings) -> Callable[[str], subprocess.CompletedProcess[str]]:
+    """Run a real worker process in burst mode: it works through its queues, then exits."""
+
+    def run(model: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "worker", "--burst", "--model", model]
+        done = subprocess.run(command, env=worker_env(settings), cwd=PROJECT, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done
+
+    return run
+
+
+def submit(api: httpx.Client, path: Path, **fields: Any) -> httpx.Response:
+    """POST a media file with form fields to /v1/tasks."""
+    with path.open("rb") as handle:
+        return api.post("/v1/tasks", files={"file": (path.name, handle)}, data={k: str(v) for k, v in fields.items()})
