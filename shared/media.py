@@ -35,6 +35,12 @@ def sniff(head: bytes) -> str | None:
         return _AIFF_KINDS.get(head[8:12])
     if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0:
         return "mpeg-audio"  # an MP3 or ADTS AAC frame header
-    if len(head) > 376 and head[0] == head[188] == head[376] == 0x47:
-        return "mpeg-ts"  # three 188-byte transport packets in a row
+    if len(head) > 376 and all(_ts_packet(head[offset : offset + 4]) for offset in (0, 188, 376)):
+        return "mpeg-ts"
+
     return None
+
+
+def _ts_packet(header: bytes) -> bool:
+    """An MPEG transport stream packet header: sync byte, no error flag, a defined adaptation field control."""
+    return header[0] == 0x47 and not header[1] & 0x80 and (header[3] >> 4) & 0x3 != 0

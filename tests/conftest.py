@@ -122,8 +122,15 @@ def served(redis: Redis) -> Callable[[str], None]:
     """Announce a model as served before any worker runs (a burst worker runs later and announces itself)."""
 
     def announce(model: str) -> None:
-        info = WorkerInfo(id=f"announced-{model}", model=model, device="cpu", compute_type="int8", host="test",
-                          pid=os.getpid(), started_at=utcnow())
+        info = WorkerInfo(
+            id=f"announced-{model}",
+            model=model,
+            device="cpu",
+            compute_type="int8",
+            host="test",
+            pid=os.getpid(),
+            started_at=utcnow(),
+        )
         fleet.announce(redis, info, ttl_s=300)
 
     return announce
@@ -147,8 +154,9 @@ def run_worker(settings: Settings) -> Callable[[str], subprocess.CompletedProces
 
     def run(model: str) -> subprocess.CompletedProcess[str]:
         command = [sys.executable, "-m", "worker", "--burst", "--model", model]
-        done = subprocess.run(command, env=worker_env(settings), cwd=PROJECT, capture_output=True, text=True,
-                              timeout=300)
+        done = subprocess.run(
+            command, env=worker_env(settings), cwd=PROJECT, capture_output=True, text=True, timeout=300
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         return done
 

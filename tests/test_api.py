@@ -39,8 +39,13 @@ def test_submit_answers_202_with_location_and_queues_the_job(
     assert task["queue_position"] == 1
     assert task["model"] == "tiny.en" and task["priority"] == "high"
     assert task["options"]["beam_size"] == 3 and task["options"]["language"] == "en"
-    assert task["source"] == {"kind": "upload", "filename": "jfk.flac", "content_type": "audio/flac",
-                              "format": "flac", "size_bytes": JFK.stat().st_size}
+    assert task["source"] == {
+        "kind": "upload",
+        "filename": "jfk.flac",
+        "content_type": "audio/flac",
+        "format": "flac",
+        "size_bytes": JFK.stat().st_size,
+    }
     assert task["created_at"].endswith("Z")
     queue = Queue(keys.queue_name("tiny.en", Priority.HIGH), connection=redis)
     assert queue.job_ids == [task["id"]]
@@ -131,10 +136,19 @@ def test_invalid_options_are_422_naming_the_field(
 
 
 def test_valid_options_are_stored(api: httpx.Client, tiny: None) -> None:
-    fields = {"temperature": "0.2", "clip_timestamps": "0,5", "word_timestamps": "true",
-              "hallucination_silence_threshold": "1.5", "vad_filter": "true",
-              "vad_parameters": '{"min_silence_duration_ms": 500}', "initial_prompt": "JFK", "hotwords": "Americans",
-              "condition_on_previous_text": "false", "log_prob_threshold": "-0.5", "callback_url": "https://x.test/cb"}
+    fields = {
+        "temperature": "0.2",
+        "clip_timestamps": "0,5",
+        "word_timestamps": "true",
+        "hallucination_silence_threshold": "1.5",
+        "vad_filter": "true",
+        "vad_parameters": '{"min_silence_duration_ms": 500}',
+        "initial_prompt": "JFK",
+        "hotwords": "Americans",
+        "condition_on_previous_text": "false",
+        "log_prob_threshold": "-0.5",
+        "callback_url": "https://x.test/cb",
+    }
     task = submit(api, WAV, **fields).json()
     options = task["options"]
     assert options["temperature"] == [0.2] and options["clip_timestamps"] == [0.0, 5.0]

@@ -66,7 +66,8 @@ def test_jfk_through_the_api_is_transcribed_correctly(
     assert done["language"] == "en" and done["language_probability"] > 0.5
     assert done["duration"] == pytest.approx(11.0, abs=0.1)
     assert 0 < done["processing_seconds"] and done["real_time_factor"] == pytest.approx(
-        done["processing_seconds"] / done["duration"], rel=0.01)
+        done["processing_seconds"] / done["duration"], rel=0.01
+    )
     created, started, finished = (datetime.fromisoformat(done[k]) for k in ("created_at", "started_at", "finished_at"))
     assert created <= started <= finished
     assert done["queue_position"] is None and done["error"] is None
@@ -107,8 +108,18 @@ def test_result_formats_parse_and_times_increase(
 
     verbose = fetch("verbose_json").json()
     assert verbose["task"] == "transcribe" and verbose["language"] == "english"
-    assert {"id", "seek", "start", "end", "text", "tokens", "temperature", "avg_logprob", "compression_ratio",
-            "no_speech_prob"} <= set(verbose["segments"][0])
+    assert {
+        "id",
+        "seek",
+        "start",
+        "end",
+        "text",
+        "tokens",
+        "temperature",
+        "avg_logprob",
+        "compression_ratio",
+        "no_speech_prob",
+    } <= set(verbose["segments"][0])
     assert verbose["words"] and all(w["start"] <= w["end"] for w in verbose["words"])
 
     own = fetch("json").json()
@@ -136,7 +147,9 @@ def test_high_priority_runs_before_normal_and_low_enqueued_earlier(
     served("tiny.en")
     clips = [DATA / "audio" / "fsdd" / f"{digit}_jackson_0.wav" for digit in range(6)]
     order = ["low", "low", "normal", "normal", "high", "high"]
-    ids = {submit(api, clip, priority=priority).json()["id"]: priority for clip, priority in zip(clips, order, strict=True)}
+    ids = {
+        submit(api, clip, priority=priority).json()["id"]: priority for clip, priority in zip(clips, order, strict=True)
+    }
     run_worker("tiny.en")
 
     tasks = sorted((task(api, task_id) for task_id in ids), key=lambda t: t["started_at"])
