@@ -16,7 +16,7 @@ DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 class Settings(BaseSettings):
     """whisperq settings, read from `WHISPERQ_*` variables and `.env`."""
 
-    model_config = SettingsConfigDict(env_prefix="WHISPERQ_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="WHISPERQ_", env_file=".env", env_ignore_empty=True, extra="ignore")
 
     redis_url: str | None = Field(
         default=None,

@@ -1,0 +1,1 @@
+"""Measuring whisperq: accuracy and speed on real speech."""
