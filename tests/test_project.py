@@ -1,0 +1,42 @@
+"""The project as a whole: docs that match the code, an ingress without the engine, lint and types."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+from shared.settings import Settings
+from tests.conftest import PROJECT
+
+README = (PROJECT / "README.md").read_text()
+
+
+def test_every_setting_is_documented() -> None:
+    example = (PROJECT / ".env.example").read_text()
+    for name in Settings.model_fields:
+        variable = f"WHISPERQ_{name.upper()}"
+        assert re.search(rf"^{variable}=", example, flags=re.MULTILINE), f"{variable} missing from .env.example"
+        assert f"| `{variable}` |" in README, f"{variable} missing from the README's settings table"
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    ci = (PROJECT / ".ci" / "run").read_text().strip().splitlines()[-1]
+    assert f"```bash\n{ci}\n```" in README
+
+
+def test_api_imports_without_the_engine() -> None:
+    check = ("import sys, api.main, api.routes.tasks; "
+             "loaded = {'faster_whisper', 'ctranslate2', 'torch', 'av', 'onnxruntime'} & set(sys.modules); "
+             "assert not loaded, loaded")
+    subprocess.run([sys.executable, "-c", check], cwd=PROJECT, check=True)
+
+
+def test_ruff_passes() -> None:
+    done = subprocess.run([sys.executable, "-m", "ruff", "check", "."], cwd=PROJECT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout
+
+
+def test_mypy_strict_passes() -> None:
+    done = subprocess.run([sys.executable, "-m", "mypy"], cwd=PROJECT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout
