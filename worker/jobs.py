@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-from shared.errors import WhisperqError
+from shared.errors import TaskNotFound, WhisperqError
 from shared.schemas import Task
 from worker import context, engine
 from worker.context import WorkerContext
@@ -16,7 +16,11 @@ log = logging.getLogger(__name__)
 def transcribe(task_id: str) -> None:
     """Run one task: transcribe its media, store the result, mark it completed or failed."""
     ctx = context.current()
-    task = ctx.store.get(task_id)
+    try:
+        task = ctx.store.get(task_id)
+    except TaskNotFound:
+        log.info("task %s no longer exists; skipping", task_id)
+        return
     if task.status.finished or not ctx.store.start(task, ctx.worker_id):
         log.info("task %s is %s; skipping", task_id, task.status.value)
         return
