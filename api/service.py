@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import uuid
+from urllib.parse import urlencode
 
 from redis import Redis
 
 from api.upload import ReceivedForm
 from shared import fleet, queues
 from shared.enums import ResponseFormat, TaskStatus, TaskType
-from shared.errors import InvalidRequest, ModelNotServed, TaskNotCompleted
+from shared.errors import InvalidRequest, ModelNotServed, TaskFinished, TaskNotCompleted
 from shared.formats import render
-from shared.schemas import Source, Task, TaskCreate, TaskPublic
+from shared.schemas import Source, Task, TaskCreate, TaskPage, TaskPublic, TaskQuery
 from shared.settings import Settings
+from shared.storage import UploadStorage
 from shared.store import TaskStore, utcnow
 
 
@@ -46,6 +48,7 @@ def submit(redis: Redis, store: TaskStore, settings: Settings, form: ReceivedFor
         priority=request.priority,
         model=model,
         options=request.options,
+        language=request.options.language,
         callback_url=request.callback_url,
         created_at=utcnow(),
         source=Source(
@@ -82,3 +85,44 @@ def result(store: TaskStore, task_id: str, fmt: ResponseFormat) -> tuple[str, st
     if transcript is None:
         raise TaskNotCompleted(f"the result of task {task_id} is no longer stored")
     return render(transcript, fmt)
+
+
+def list_tasks(store: TaskStore, query: TaskQuery, page_url: str) -> TaskPage:
+    """A page of tasks, newest first, with the URL of the next page."""
+    tasks, total = store.find(query)
+    following = query.offset + query.limit
+    next_url = None
+    if following < total:
+        params = query.model_dump(mode="json", exclude_none=True) | {"offset": following}
+        next_url = f"{page_url}?{urlencode(params)}"
+    return TaskPage(
+        tasks=[TaskPublic.build(task, None, None) for task in tasks],
+        total=total,
+        limit=query.limit,
+        offset=query.offset,
+        next=next_url,
+    )
+
+
+def cancel(redis: Redis, store: TaskStore, storage: UploadStorage, task_id: str) -> TaskPublic:
+    """Stop a queued or running task and keep it as cancelled."""
+    task = store.get(task_id)
+    if task.status.finished or not store.cancel(task_id):
+        raise TaskFinished(f"task {task_id} has already finished ({store.get(task_id).status.value})")
+    _release(redis, storage, task)
+    return describe(redis, store, task_id)
+
+
+def delete(redis: Redis, store: TaskStore, storage: UploadStorage, task_id: str) -> None:
+    """Remove a task everywhere: its job, its files, its result and its index entries."""
+    task = store.get(task_id)
+    store.delete(task)
+    _release(redis, storage, task)
+
+
+def _release(redis: Redis, storage: UploadStorage, task: Task) -> None:
+    """Take the job off its queue and the media off the volume; a running worker stops at its next segment."""
+    if task.status not in (TaskStatus.PROCESSING, TaskStatus.DOWNLOADING):
+        queues.remove(redis, task)
+    if task.upload_name:
+        storage.remove(task.upload_name)

@@ -72,6 +72,20 @@ class TaskNotCompleted(WhisperqError):
     http_status = 409
 
 
+class TaskFinished(WhisperqError):
+    """The task has already finished, so it cannot be cancelled."""
+
+    code = "task_finished"
+    http_status = 409
+
+
+class TaskCancelled(WhisperqError):
+    """The task was cancelled or deleted while a worker ran it."""
+
+    code = "task_cancelled"
+    http_status = 409
+
+
 class ModelUnavailable(WhisperqError):
     """A worker could not find or download its model."""
 

@@ -17,6 +17,30 @@ def result_key(task_id: str) -> str:
     return f"{PREFIX}:result:{task_id}"
 
 
+# Task fields with a listing index each: a sorted set of task ids scored by creation time.
+INDEXED_FIELDS = ("status", "priority", "task_type", "model", "language")
+
+
+def index_prefix() -> str:
+    """Start of every index key; the store's Lua script builds `index_prefix() + field + ':' + value`."""
+    return f"{PREFIX}:index:"
+
+
+def index_key(field: str, value: str) -> str:
+    """Ids of the tasks whose field has this value, scored by creation time (ms)."""
+    return f"{index_prefix()}{field}:{value}"
+
+
+def all_tasks_key() -> str:
+    """Ids of every task, scored by creation time (ms)."""
+    return f"{PREFIX}:tasks"
+
+
+def listing_key(token: str) -> str:
+    """A short-lived intersection of indexes for one listing request."""
+    return f"{PREFIX}:listing:{token}"
+
+
 def worker_key(worker_id: str) -> str:
     """Hash announcing one live worker (model, device); expires when it stops refreshing."""
     return f"{PREFIX}:worker:{worker_id}"

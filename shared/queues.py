@@ -5,6 +5,8 @@ from __future__ import annotations
 from redis import Redis
 from redis.client import Pipeline
 from rq import Queue
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
 
 from shared import keys
 from shared.schemas import Task
@@ -35,3 +37,11 @@ def position(redis: Redis, task: Task) -> int | None:
     """1 for the next job on the task's queue; None if the job is not waiting there."""
     index = task_queue(redis, task).get_job_position(task.id)
     return None if index is None else index + 1
+
+
+def remove(redis: Redis, task: Task) -> None:
+    """Take the task's job off its queue and delete it, if it still exists."""
+    try:
+        Job.fetch(task.id, connection=redis).delete(remove_from_queue=True)
+    except NoSuchJobError:
+        pass

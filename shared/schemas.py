@@ -292,6 +292,52 @@ class TaskPublic(BaseModel):
 _SHARED_FIELDS = set(Task.model_fields) & set(TaskPublic.model_fields)
 
 
+class TaskQuery(BaseModel):
+    """Filters and paging for listing tasks."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: TaskStatus | None = Field(default=None, description="Only tasks in this status.")
+    priority: Priority | None = Field(default=None, description="Only tasks of this priority.")
+    task_type: TaskType | None = Field(default=None, description="Only transcriptions or only translations.")
+    model: str | None = Field(default=None, description="Only tasks for this model.")
+    language: str | None = Field(default=None, description="Only tasks in this language (requested or detected).")
+    created_after: datetime | None = Field(default=None, description="Only tasks created after this time.")
+    created_before: datetime | None = Field(default=None, description="Only tasks created before this time.")
+    limit: int = Field(default=20, ge=1, le=100, description="Tasks per page, at most 100.")
+    offset: int = Field(default=0, ge=0, description="Tasks to skip, newest first.")
+
+    @field_validator("language")
+    @classmethod
+    def _language(cls, value: str | None) -> str | None:
+        if value is not None and to_code(value) is None:
+            raise ValueError(f"unknown language {value!r}")
+        return to_code(value) if value is not None else None
+
+    @field_validator("created_after", "created_before")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("give a time zone, e.g. 2026-01-31T12:00:00Z")
+        return value
+
+    @property
+    def filters(self) -> dict[str, str]:
+        """The indexed fields this query filters on."""
+        values = self.model_dump(mode="json", include={"status", "priority", "task_type", "model", "language"})
+        return {field: value for field, value in values.items() if value is not None}
+
+
+class TaskPage(BaseModel):
+    """One page of a task listing."""
+
+    tasks: list[TaskPublic] = Field(description="Newest first; results and queue positions are left out.")
+    total: int = Field(description="Tasks matching the filters, on every page.")
+    limit: int
+    offset: int
+    next: str | None = Field(description="URL of the next page, or null on the last.")
+
+
 class WorkerInfo(BaseModel):
     """What a live worker announces about itself."""
 

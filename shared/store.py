@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import uuid
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -13,24 +14,38 @@ from redis.client import Pipeline
 from shared import keys
 from shared.enums import TaskStatus
 from shared.errors import TaskNotFound
-from shared.schemas import Task, Transcript
+from shared.schemas import Task, TaskQuery, Transcript
 
 _JSON_FIELDS = {"options", "source"}
 
 # Writes to a task that still exists and has not finished, so a late worker never revives a
-# deleted task nor overwrites a cancelled one. A result, when given, gets the task's remaining TTL.
+# deleted task nor overwrites a cancelled one. Of the indexed fields only status and language
+# change after creation; their indexes move with them. A result gets the task's remaining TTL.
+# KEYS: task hash, all-tasks set, [result]. ARGV: result, index prefix, field, value, ...
 _UPDATE_ACTIVE = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status or status == 'completed' or status == 'failed' or status == 'cancelled' then
   return 0
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
-if KEYS[2] then
+local id = redis.call('HGET', KEYS[1], 'id')
+local score = redis.call('ZSCORE', KEYS[2], id)
+for i = 3, #ARGV, 2 do
+  local field, value = ARGV[i], ARGV[i + 1]
+  if score and (field == 'status' or field == 'language') then
+    local old = redis.call('HGET', KEYS[1], field)
+    if old ~= value then
+      if old then redis.call('ZREM', ARGV[2] .. field .. ':' .. old, id) end
+      redis.call('ZADD', ARGV[2] .. field .. ':' .. value, score, id)
+    end
+  end
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+if KEYS[3] then
   local ttl = redis.call('PTTL', KEYS[1])
   if ttl > 0 then
-    redis.call('SET', KEYS[2], ARGV[1], 'PX', ttl)
+    redis.call('SET', KEYS[3], ARGV[1], 'PX', ttl)
   else
-    redis.call('SET', KEYS[2], ARGV[1])
+    redis.call('SET', KEYS[3], ARGV[1])
   end
 end
 return 1
@@ -40,6 +55,15 @@ return 1
 def utcnow() -> datetime:
     """The current time, in UTC."""
     return datetime.now(timezone.utc)
+
+
+def _score(moment: datetime) -> int:
+    """Index score: milliseconds since the epoch."""
+    return int(moment.timestamp() * 1000)
+
+
+def _index_keys(fields: Mapping[str, Any]) -> list[str]:
+    return [keys.index_key(name, str(fields[name])) for name in keys.INDEXED_FIELDS if fields.get(name) is not None]
 
 
 def _encode(fields: dict[str, Any]) -> dict[Any, Any]:
@@ -62,10 +86,51 @@ class TaskStore:
         self._update_active = redis.register_script(_UPDATE_ACTIVE)
 
     def create(self, task: Task, pipe: Pipeline) -> None:
-        """Write a new task inside the caller's transaction."""
+        """Write a new task and its index entries inside the caller's transaction."""
         key = keys.task_key(task.id)
-        pipe.hset(key, mapping=_encode(task.model_dump(mode="json", exclude_none=True)))
+        fields = task.model_dump(mode="json", exclude_none=True)
+        pipe.hset(key, mapping=_encode(fields))
         pipe.expire(key, self.ttl_s)
+        score = _score(task.created_at)
+        for index in [keys.all_tasks_key(), *_index_keys(fields)]:
+            pipe.zadd(index, {task.id: score})
+
+    def delete(self, task: Task) -> None:
+        """Remove a task, its result and its index entries."""
+        pipe = self.redis.pipeline()
+        pipe.delete(keys.task_key(task.id), keys.result_key(task.id))
+        for index in [keys.all_tasks_key(), *_index_keys(task.model_dump(mode="json"))]:
+            pipe.zrem(index, task.id)
+        pipe.execute()
+
+    def cancel(self, task_id: str) -> bool:
+        """Mark an unfinished task cancelled; False if it had already finished."""
+        return self._transition(task_id, TaskStatus.CANCELLED)
+
+    def find(self, query: TaskQuery) -> tuple[list[Task], int]:
+        """One page of tasks matching the query, newest first, and how many match in all."""
+        sources = [keys.all_tasks_key(), *(keys.index_key(field, value) for field, value in query.filters.items())]
+        expired = _score(utcnow()) - self.ttl_s * 1000
+        pipe = self.redis.pipeline()
+        for source in sources:
+            pipe.zremrangebyscore(source, "-inf", f"({expired}")
+        source = sources[0]
+        if len(sources) > 1:
+            source = keys.listing_key(uuid.uuid4().hex)
+            pipe.zinterstore(source, {key: 1 if i == 0 else 0 for i, key in enumerate(sources)})
+            pipe.expire(source, 10)
+        low = f"({_score(query.created_after)}" if query.created_after else "-inf"
+        high = f"({_score(query.created_before)}" if query.created_before else "+inf"
+        pipe.zcount(source, low, high)
+        pipe.zrevrangebyscore(source, high, low, start=query.offset, num=query.limit)
+        *_, total, ids = pipe.execute()
+        return self._many([raw.decode() for raw in ids]), int(total)
+
+    def _many(self, task_ids: Sequence[str]) -> list[Task]:
+        pipe = self.redis.pipeline()
+        for task_id in task_ids:
+            pipe.hgetall(keys.task_key(task_id))
+        return [Task.model_validate(_decode(raw)) for raw in pipe.execute() if raw]
 
     def get(self, task_id: str) -> Task:
         """The task with this id; TaskNotFound if there is none."""
@@ -107,6 +172,6 @@ class TaskStore:
 
     def _apply(self, task_id: str, fields: dict[str, Any], result: str | None = None) -> bool:
         present = {key: value for key, value in fields.items() if value is not None}
-        args = [result or "", *(item for pair in _encode(present).items() for item in pair)]
-        task_keys = [keys.task_key(task_id)] + ([keys.result_key(task_id)] if result else [])
+        args = [result or "", keys.index_prefix(), *(item for pair in _encode(present).items() for item in pair)]
+        task_keys = [keys.task_key(task_id), keys.all_tasks_key()] + ([keys.result_key(task_id)] if result else [])
         return bool(self._update_active(keys=task_keys, args=args))

@@ -41,11 +41,22 @@ def port_open(port: int) -> bool:
 def test_up_serves_transcribes_and_stops_cleanly(tmp_path: Path, model_cache: Path) -> None:
     port = free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("WHISPERQ_")}
-    env.update(WHISPERQ_DATA_DIR=str(tmp_path / "data"), WHISPERQ_MODEL_CACHE_DIR=str(model_cache),
-               WHISPERQ_ALLOW_DOWNLOAD="false", PYTHONUNBUFFERED="1")
+    env.update(
+        WHISPERQ_DATA_DIR=str(tmp_path / "data"),
+        WHISPERQ_MODEL_CACHE_DIR=str(model_cache),
+        WHISPERQ_ALLOW_DOWNLOAD="false",
+        PYTHONUNBUFFERED="1",
+    )
     command = [sys.executable, "-m", "shared.cli", "up", "--port", str(port), "--model", "tiny.en"]
-    up = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          start_new_session=True)
+    up = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         lines = wait_for_line(up, "whisperq is up", timeout_s=120)
         assert any("embedded redis-server" in line for line in lines)

@@ -26,9 +26,11 @@ def test_ci_runs_the_readme_test_command() -> None:
 
 
 def test_api_imports_without_the_engine() -> None:
-    check = ("import sys, api.main, api.routes.tasks; "
-             "loaded = {'faster_whisper', 'ctranslate2', 'torch', 'av', 'onnxruntime'} & set(sys.modules); "
-             "assert not loaded, loaded")
+    check = (
+        "import sys, api.main, api.routes.tasks; "
+        "loaded = {'faster_whisper', 'ctranslate2', 'torch', 'av', 'onnxruntime'} & set(sys.modules); "
+        "assert not loaded, loaded"
+    )
     subprocess.run([sys.executable, "-c", check], cwd=PROJECT, check=True)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-from shared.errors import TaskNotFound, WhisperqError
+from shared.errors import TaskCancelled, TaskNotFound, WhisperqError
 from shared.schemas import Task
 from worker import context, engine
 from worker.context import WorkerContext
@@ -38,7 +38,9 @@ def transcribe(task_id: str) -> None:
 
 
 def _progress(ctx: WorkerContext, task_id: str, share: float) -> None:
-    ctx.store.update(task_id, progress=round(share, 4))
+    """Record progress; a task that was cancelled or deleted meanwhile stops here, between segments."""
+    if not ctx.store.update(task_id, progress=round(share, 4)):
+        raise TaskCancelled(f"task {task_id} was cancelled or deleted while running")
 
 
 def _run(ctx: WorkerContext, task: Task) -> None:

@@ -11,7 +11,7 @@ from api import service
 from api.deps import RedisDep, SettingsDep, StorageDep, StoreDep
 from api.upload import FILE_FIELD, receive_form
 from shared.enums import ResponseFormat
-from shared.schemas import TaskCreate, TaskPublic, TranscribeOptions
+from shared.schemas import TaskCreate, TaskPage, TaskPublic, TaskQuery, TranscribeOptions
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 
@@ -48,6 +48,12 @@ async def create_task(
     return await run_in_threadpool(service.describe, redis, store, task.id)
 
 
+@router.get("", response_model=TaskPage)
+def list_tasks(request: Request, store: StoreDep, query: Annotated[TaskQuery, Query()]) -> TaskPage:
+    """Tasks, newest first, filtered by status, priority, type, model, language and creation time."""
+    return service.list_tasks(store, query, str(request.url.remove_query_params(list(request.query_params))))
+
+
 @router.get("/{task_id}", response_model=TaskPublic)
 def get_task(task_id: str, redis: RedisDep, store: StoreDep) -> TaskPublic:
     """A task's status, progress, timings and, once completed, its result."""
@@ -61,3 +67,16 @@ def get_result(
     """The result in one format: json, text, srt, vtt, tsv or verbose_json (OpenAI's shape)."""
     body, media_type = service.result(store, task_id, format)
     return Response(content=body, media_type=media_type)
+
+
+@router.post("/{task_id}/cancel", response_model=TaskPublic)
+def cancel_task(task_id: str, redis: RedisDep, store: StoreDep, storage: StorageDep) -> TaskPublic:
+    """Stop a queued or running task; it stays, as cancelled."""
+    return service.cancel(redis, store, storage, task_id)
+
+
+@router.delete("/{task_id}", status_code=204)
+def delete_task(task_id: str, redis: RedisDep, store: StoreDep, storage: StorageDep) -> Response:
+    """Remove a task, its result, its files and its job; a running one is stopped."""
+    service.delete(redis, store, storage, task_id)
+    return Response(status_code=204)
