@@ -37,8 +37,8 @@ def check_model(redis: Redis, model: str, request: TaskCreate) -> None:
 def submit(redis: Redis, store: TaskStore, settings: Settings, form: ReceivedForm) -> Task:
     """Validate the form, then record the task and enqueue its job in one transaction."""
     request = TaskCreate.from_form(form.fields)
-    if form.upload is None:
-        raise InvalidRequest("send the media as a file in the form field 'file'")
+    if (form.upload is None) == (request.url is None):
+        raise InvalidRequest("send the media either as a file in the form field 'file' or as a 'url', not both")
     model = request.model or settings.default_model
     check_model(redis, model, request)
     task = Task(
@@ -51,14 +51,8 @@ def submit(redis: Redis, store: TaskStore, settings: Settings, form: ReceivedFor
         language=request.options.language,
         callback_url=request.callback_url,
         created_at=utcnow(),
-        source=Source(
-            kind="upload",
-            filename=form.filename,
-            content_type=form.content_type,
-            format=form.upload.format,
-            size_bytes=form.upload.size,
-        ),
-        upload_name=form.upload.name,
+        source=_source(form, request.url),
+        upload_name=form.upload.name if form.upload else None,
     )
     pipe = redis.pipeline()
     pipe.multi()  # explicit, so RQ adds its commands to this transaction instead of opening its own
@@ -66,6 +60,18 @@ def submit(redis: Redis, store: TaskStore, settings: Settings, form: ReceivedFor
     queues.enqueue(redis, task, pipe, timeout_s=settings.job_timeout_s, ttl_s=settings.task_ttl_s)
     pipe.execute()
     return task
+
+
+def _source(form: ReceivedForm, url: str | None) -> Source:
+    if form.upload is None:
+        return Source(kind="url", url=url)
+    return Source(
+        kind="upload",
+        filename=form.filename,
+        content_type=form.content_type,
+        format=form.upload.format,
+        size_bytes=form.upload.size,
+    )
 
 
 def describe(redis: Redis, store: TaskStore, task_id: str) -> TaskPublic:

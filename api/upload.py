@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from urllib.parse import parse_qsl
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -106,11 +107,17 @@ class _FormReceiver:
         self.ended = True
 
 
-def _boundary(request: Request) -> bytes:
-    content_type, params = parse_options_header(request.headers.get("content-type"))
-    if content_type != b"multipart/form-data" or not params.get(b"boundary"):
-        raise MalformedRequest("send the task as multipart/form-data")
-    return params[b"boundary"]
+async def _urlencoded(request: Request) -> ReceivedForm:
+    """A form without a file (a task from a URL), sent as application/x-www-form-urlencoded."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > FORM_OVERHEAD_BYTES:
+            raise InvalidRequest(f"a form without a file is at most {FORM_OVERHEAD_BYTES} bytes")
+    pairs = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+    if len({name for name, _ in pairs}) != len(pairs):
+        raise InvalidRequest("a field is given more than once")
+    return ReceivedForm(fields=dict(pairs))
 
 
 def _check_declared_length(request: Request, max_bytes: int) -> None:
@@ -122,8 +129,13 @@ def _check_declared_length(request: Request, max_bytes: int) -> None:
 async def receive_form(request: Request, storage: UploadStorage, max_bytes: int) -> ReceivedForm:
     """Parse the request's form while it arrives; on any error nothing is left on the volume."""
     _check_declared_length(request, max_bytes)
+    content_type, params = parse_options_header(request.headers.get("content-type"))
+    if content_type == b"application/x-www-form-urlencoded":
+        return await _urlencoded(request)
+    if content_type != b"multipart/form-data" or not params.get(b"boundary"):
+        raise MalformedRequest("send the task as multipart/form-data (or, without a file, as a urlencoded form)")
     receiver = _FormReceiver(storage, max_bytes)
-    parser = MultipartParser(_boundary(request), receiver.callbacks())  # type: ignore[arg-type]
+    parser = MultipartParser(params[b"boundary"], receiver.callbacks())  # type: ignore[arg-type]
     try:
         async for chunk in request.stream():
             # Writes to the volume block, so they run off the event loop.

@@ -45,9 +45,14 @@ def fill(store: TaskStore, count: int) -> None:
         pipe = store.redis.pipeline()
         for index in range(start, min(count, start + 1000)):
             task = Task(
-                id=uuid.uuid4().hex, status=rng.choice(list(TaskStatus)), task_type=rng.choice(list(TaskType)),
-                priority=rng.choice(list(Priority)), model=rng.choice(["tiny.en", "base", "large-v3"]),
-                options=TranscribeOptions(), language=rng.choice(["en", "es", "it", None]), source=Source(),
+                id=uuid.uuid4().hex,
+                status=rng.choice(list(TaskStatus)),
+                task_type=rng.choice(list(TaskType)),
+                priority=rng.choice(list(Priority)),
+                model=rng.choice(["tiny.en", "base", "large-v3"]),
+                options=TranscribeOptions(),
+                language=rng.choice(["en", "es", "it", None]),
+                source=Source(),
                 created_at=now - timedelta(seconds=index * 8),
             )
             store.create(task, pipe)

@@ -58,6 +58,27 @@ class NoAudioStream(UnsupportedMedia):
     code = "no_audio_stream"
 
 
+class DownloadFailed(WhisperqError):
+    """The media at a URL could not be fetched."""
+
+    code = "download_failed"
+    http_status = 502
+
+
+class NoMediaFound(WhisperqError):
+    """A URL points at neither media nor a page holding media."""
+
+    code = "no_media_found"
+    http_status = 422
+
+
+class MediaTooLong(WhisperqError):
+    """The media at a URL is longer than the configured limit."""
+
+    code = "media_too_long"
+    http_status = 413
+
+
 class TaskNotFound(WhisperqError):
     """No task has this id."""
 

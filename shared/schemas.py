@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -125,10 +125,11 @@ class TaskCreate(BaseModel):
     task_type: TaskType = TaskType.TRANSCRIBE
     priority: Priority = Priority.NORMAL
     model: str | None = Field(default=None, min_length=1, max_length=500)
+    url: str | None = Field(default=None, max_length=2048, description="Media to fetch instead of uploading a file.")
     callback_url: str | None = Field(default=None, max_length=2048)
     options: TranscribeOptions = Field(default_factory=TranscribeOptions)
 
-    @field_validator("callback_url")
+    @field_validator("callback_url", "url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None:
@@ -200,9 +201,12 @@ class Transcript(BaseModel):
 
 
 class Source(BaseModel):
-    """Where a task's media came from."""
+    """Where a task's media came from: an upload, or a URL fetched by the worker."""
 
-    kind: str = "upload"
+    kind: Literal["upload", "url"] = "upload"
+    url: str | None = Field(default=None, description="The URL the media was fetched from.")
+    platform: str | None = Field(default=None, description="yt-dlp's extractor for a page URL; 'direct' for a file.")
+    title: str | None = Field(default=None, description="The media's title, from the page or the file name.")
     filename: str | None = None
     content_type: str | None = None
     format: str | None = None

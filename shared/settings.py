@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     cpu_threads: int = Field(default=0, ge=0, description="CPU threads per worker; 0 lets CTranslate2 choose.")
     allow_download: bool = Field(default=True, description="Let workers download models from the model hub.")
 
+    max_media_duration_s: int = Field(default=4 * 3600, gt=0, description="Longest media accepted from a page URL.")
+    download_timeout_s: float = Field(default=30.0, gt=0, description="Connect and read timeout for URL downloads.")
     job_timeout_s: int = Field(default=4 * 3600, gt=0, description="Longest a job may run before it is stopped.")
     task_ttl_s: int = Field(default=7 * 24 * 3600, gt=0, description="How long tasks and results are kept.")
     worker_ttl_s: int = Field(default=30, ge=5, description="A worker not heard from for this long is gone.")

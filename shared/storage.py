@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
@@ -77,6 +80,29 @@ class UploadStorage:
     def receive(self, max_bytes: int) -> PendingUpload:
         """Start receiving a new upload."""
         return PendingUpload(self.root, max_bytes)
+
+    @contextmanager
+    def scratch(self) -> Iterator[Path]:
+        """A private folder on the volume for a downloader to write into; removed afterwards."""
+        folder = self.root / f".scratch-{uuid.uuid4().hex}"
+        folder.mkdir()
+        try:
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def adopt(self, path: Path, max_bytes: int) -> tuple[str, str]:
+        """Move a downloaded file onto the volume under a server-chosen name; returns the name and format."""
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise FileTooLarge(f"the media is larger than the {max_bytes}-byte limit")
+        with path.open("rb") as handle:
+            media_format = sniff(handle.read(SNIFF_BYTES)) if size else None
+        if media_format is None:
+            raise UnsupportedMedia("the downloaded file is empty or not audio or video")
+        name = uuid.uuid4().hex
+        os.replace(path, self.root / name)
+        return name, media_format
 
     def path(self, name: str) -> Path:
         """Where a stored upload lives; refuses any name the server did not choose."""

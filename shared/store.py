@@ -105,7 +105,7 @@ class TaskStore:
 
     def cancel(self, task_id: str) -> bool:
         """Mark an unfinished task cancelled; False if it had already finished."""
-        return self._transition(task_id, TaskStatus.CANCELLED)
+        return self.advance(task_id, TaskStatus.CANCELLED)
 
     def find(self, query: TaskQuery) -> tuple[list[Task], int]:
         """One page of tasks matching the query, newest first, and how many match in all."""
@@ -144,9 +144,9 @@ class TaskStore:
         raw = self.redis.get(keys.result_key(task_id))
         return Transcript.model_validate_json(raw) if raw else None
 
-    def start(self, task: Task, worker: str) -> bool:
-        """Mark the task processing on this worker; False if it is gone or finished."""
-        return self._transition(task.id, TaskStatus.PROCESSING, worker=worker, attempts=task.attempts + 1, progress=0.0)
+    def start(self, task: Task, worker: str, status: TaskStatus) -> bool:
+        """Mark the task downloading or processing on this worker; False if it is gone or finished."""
+        return self.advance(task.id, status, worker=worker, attempts=task.attempts + 1, progress=0.0)
 
     def update(self, task_id: str, **fields: Any) -> bool:
         """Set fields (progress, media facts) on an active task."""
@@ -160,13 +160,14 @@ class TaskStore:
             "processing_seconds": round(processing_seconds, 3),
             "real_time_factor": round(rtf, 4) if rtf is not None else None,
         }
-        return self._transition(task_id, TaskStatus.COMPLETED, result=transcript.model_dump_json(), **fields)
+        return self.advance(task_id, TaskStatus.COMPLETED, result=transcript.model_dump_json(), **fields)
 
     def fail(self, task_id: str, code: str, message: str) -> bool:
         """Mark the task failed with a machine code and a sentence."""
-        return self._transition(task_id, TaskStatus.FAILED, error_code=code, error_message=message)
+        return self.advance(task_id, TaskStatus.FAILED, error_code=code, error_message=message)
 
-    def _transition(self, task_id: str, status: TaskStatus, result: str | None = None, **fields: Any) -> bool:
+    def advance(self, task_id: str, status: TaskStatus, result: str | None = None, **fields: Any) -> bool:
+        """Move an active task to a new status, stamping `<status>_at`, with any other fields."""
         fields.update(status=status.value, **{f"{status.value}_at": utcnow().isoformat()})
         return self._apply(task_id, fields, result)
 

@@ -145,6 +145,7 @@ def worker_env(settings: Settings) -> dict[str, str]:
         WHISPERQ_MODEL_CACHE_DIR=str(settings.models),
         WHISPERQ_ALLOW_DOWNLOAD="false",
         WHISPERQ_KEEP_UPLOADS=str(settings.keep_uploads).lower(),
+        WHISPERQ_MAX_UPLOAD_BYTES=str(settings.max_upload_bytes),
     )
 
 

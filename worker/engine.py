@@ -73,14 +73,18 @@ def decoding_kwargs(options: TranscribeOptions) -> dict[str, Any]:
     return kwargs
 
 
-def probe(path: Path) -> None:
-    """Refuse a file that is not media or holds no audio, before decoding it."""
+def probe(path: Path) -> float | None:
+    """The audio's duration in seconds, if the container says; refuses a file that is not media or has no audio."""
     import av
 
     try:
         with av.open(str(path), metadata_errors="ignore") as container:
             if not container.streams.audio:
                 raise NoAudioStream("the media holds no audio stream")
+            stream = container.streams.audio[0]
+            if stream.duration is not None and stream.time_base is not None:
+                return float(stream.duration * stream.time_base)
+            return container.duration / av.time_base if container.duration else None
     except av.FFmpegError as exc:
         raise UnsupportedMedia(f"the file could not be read as media: {exc}") from exc
 
@@ -91,7 +95,6 @@ def transcribe(
     """Transcribe or translate a media file, reporting progress (0 to 1) as segments arrive."""
     if not engine.multilingual and (task_type is TaskType.TRANSLATE or options.language not in (None, "en")):
         raise InvalidRequest(f"model {engine.name} is English-only: it can neither translate nor read other languages")
-    probe(path)
     import av
 
     try:

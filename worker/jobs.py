@@ -5,26 +5,24 @@ from __future__ import annotations
 import logging
 import time
 
+from shared.enums import TaskStatus
 from shared.errors import TaskCancelled, TaskNotFound, WhisperqError
 from shared.schemas import Task
-from worker import context, engine
+from worker import context, download, engine
 from worker.context import WorkerContext
 
 log = logging.getLogger(__name__)
 
 
 def transcribe(task_id: str) -> None:
-    """Run one task: transcribe its media, store the result, mark it completed or failed."""
+    """Run one task: fetch its media if it is a URL, transcribe it, store the result, mark the outcome."""
     ctx = context.current()
-    try:
-        task = ctx.store.get(task_id)
-    except TaskNotFound:
-        log.info("task %s no longer exists; skipping", task_id)
-        return
-    if task.status.finished or not ctx.store.start(task, ctx.worker_id):
-        log.info("task %s is %s; skipping", task_id, task.status.value)
+    task = _claim(ctx, task_id)
+    if task is None:
         return
     try:
+        if task.source.kind == "url":
+            task = _download(ctx, task)
         _run(ctx, task)
     except WhisperqError as exc:
         log.info("task %s failed: %s (%s)", task_id, exc.message, exc.code)
@@ -37,6 +35,44 @@ def transcribe(task_id: str) -> None:
             ctx.storage.remove(task.upload_name)
 
 
+def _claim(ctx: WorkerContext, task_id: str) -> Task | None:
+    """The task, now marked as ours; None if it was deleted, cancelled or already finished."""
+    try:
+        task = ctx.store.get(task_id)
+    except TaskNotFound:
+        log.info("task %s no longer exists; skipping", task_id)
+        return None
+    status = TaskStatus.DOWNLOADING if task.source.kind == "url" else TaskStatus.PROCESSING
+    if task.status.finished or not ctx.store.start(task, ctx.worker_id, status):
+        log.info("task %s is %s; skipping", task_id, task.status.value)
+        return None
+    return task
+
+
+def _download(ctx: WorkerContext, task: Task) -> Task:
+    """Fetch the task's URL onto the volume and record what was found there."""
+    assert task.source.url is not None
+    fetched = download.fetch(task.source.url, ctx.storage, ctx.settings)
+    source = task.source.model_copy(
+        update={
+            "platform": fetched.platform,
+            "title": fetched.title,
+            "format": fetched.format,
+            "size_bytes": fetched.size_bytes,
+        }
+    )
+    if not ctx.store.advance(
+        task.id,
+        TaskStatus.PROCESSING,
+        upload_name=fetched.upload_name,
+        source=source.model_dump(mode="json"),
+        duration=fetched.duration,
+    ):
+        ctx.storage.remove(fetched.upload_name)
+        raise TaskCancelled(f"task {task.id} was cancelled or deleted while downloading")
+    return task.model_copy(update={"upload_name": fetched.upload_name, "source": source})
+
+
 def _progress(ctx: WorkerContext, task_id: str, share: float) -> None:
     """Record progress; a task that was cancelled or deleted meanwhile stops here, between segments."""
     if not ctx.store.update(task_id, progress=round(share, 4)):
@@ -44,14 +80,13 @@ def _progress(ctx: WorkerContext, task_id: str, share: float) -> None:
 
 
 def _run(ctx: WorkerContext, task: Task) -> None:
+    """Probe the media, transcribe it, store the result."""
     assert task.upload_name is not None
+    path = ctx.storage.path(task.upload_name)
+    ctx.store.update(task.id, duration=engine.probe(path))
     started = time.perf_counter()
     transcript = engine.transcribe(
-        ctx.engine,
-        ctx.storage.path(task.upload_name),
-        task.task_type,
-        task.options,
-        on_progress=lambda share: _progress(ctx, task.id, share),
+        ctx.engine, path, task.task_type, task.options, on_progress=lambda share: _progress(ctx, task.id, share)
     )
     ctx.store.update(
         task.id,

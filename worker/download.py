@@ -1,0 +1,168 @@
+"""Fetching a task's media from a URL: a direct file with httpx, a page through yt-dlp."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import httpx
+
+from shared.errors import DownloadFailed, FileTooLarge, MediaTooLong, NoMediaFound, UnsupportedMedia
+from shared.media import SNIFF_BYTES, sniff
+from shared.settings import Settings
+from shared.storage import UploadStorage
+
+log = logging.getLogger(__name__)
+
+CHUNK_BYTES = 256 * 1024
+# What yt-dlp can find media in: web pages, and HLS / DASH manifests.
+_PAGE_TYPES = {"text/html", "application/xhtml+xml", "application/vnd.apple.mpegurl", "application/x-mpegurl",
+               "audio/mpegurl", "application/dash+xml"}
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """Media now on the upload volume, and what is known of where it came from."""
+
+    upload_name: str
+    platform: str
+    title: str | None
+    format: str
+    size_bytes: int
+    duration: float | None = None
+
+
+def fetch(url: str, storage: UploadStorage, settings: Settings) -> Fetched:
+    """Download the media a URL points at, directly if it is a media file, else through yt-dlp."""
+    direct = _direct(url, storage, settings)
+    return direct if direct is not None else _page(url, storage, settings)
+
+
+def _direct(url: str, storage: UploadStorage, settings: Settings) -> Fetched | None:
+    """Stream a media file to the volume; None when the URL serves something else, such as a web page."""
+    try:
+        with httpx.stream("GET", url, follow_redirects=True, timeout=settings.download_timeout_s) as response:
+            if response.status_code >= 400:
+                raise DownloadFailed(f"{url} answered HTTP {response.status_code}")
+            chunks = response.iter_bytes(CHUNK_BYTES)
+            head = _head(chunks)
+            if not head:
+                raise UnsupportedMedia(f"{url} served an empty file")
+            if sniff(head[:SNIFF_BYTES]) is None:
+                return _not_media(url, response.headers.get("content-type", ""))
+            with storage.receive(settings.max_upload_bytes) as upload:
+                upload.write(head)
+                for chunk in chunks:
+                    upload.write(chunk)
+                upload.commit()
+            title = unquote(PurePosixPath(urlsplit(str(response.url)).path).name) or None
+    except httpx.HTTPError as exc:
+        raise DownloadFailed(f"could not fetch {url}: {type(exc).__name__}: {exc}") from exc
+    assert upload.format is not None
+    return Fetched(
+        upload_name=upload.name, platform="direct", title=title, format=upload.format, size_bytes=upload.size
+    )
+
+
+def _not_media(url: str, content_type: str) -> None:
+    """None (try yt-dlp) for a page or a stream manifest; anything else served is not media."""
+    kind = content_type.split(";")[0].strip().lower()
+    if kind and kind not in _PAGE_TYPES:
+        raise UnsupportedMedia(f"{url} serves {kind}, not audio or video")
+    return None
+
+
+def _head(chunks: Iterator[bytes]) -> bytes:
+    """Enough of the body to recognise media by."""
+    head = b""
+    for chunk in chunks:
+        head += chunk
+        if len(head) >= SNIFF_BYTES:
+            break
+    return head
+
+
+class _Logger:
+    """Sends yt-dlp's chatter to our log instead of the terminal."""
+
+    def debug(self, message: str) -> None:
+        log.debug("yt-dlp: %s", message)
+
+    def warning(self, message: str) -> None:
+        log.info("yt-dlp: %s", message)
+
+    def error(self, message: str) -> None:
+        log.info("yt-dlp: %s", message)
+
+
+def _options(folder: Path, settings: Settings) -> dict[str, Any]:
+    return {
+        "format": "bestaudio/best",
+        "noplaylist": True,
+        "outtmpl": {"default": str(folder / "media.%(ext)s")},
+        "max_filesize": settings.max_upload_bytes,
+        "socket_timeout": settings.download_timeout_s,
+        "quiet": True,
+        "no_warnings": True,
+        "noprogress": True,
+        "cachedir": False,
+        "logger": _Logger(),
+    }
+
+
+def _page(url: str, storage: UploadStorage, settings: Settings) -> Fetched:
+    """Best audio of the media on a page yt-dlp knows (its generic extractor finds HTML5 media too)."""
+    import yt_dlp
+
+    with storage.scratch() as folder, yt_dlp.YoutubeDL(_options(folder, settings)) as ydl:
+        try:
+            info = ydl.extract_info(url, download=False)
+            _check(info, url, settings)
+            ydl.process_ie_result(info, download=True)
+        except yt_dlp.utils.DownloadError as exc:
+            raise _classify(url, str(exc)) from exc
+        files = [path for path in folder.iterdir() if path.is_file() and not path.name.endswith(".part")]
+        if not files:
+            raise FileTooLarge(f"the media at {url} is larger than the {settings.max_upload_bytes}-byte limit")
+        name, media_format = storage.adopt(files[0], settings.max_upload_bytes)
+        size = (storage.path(name)).stat().st_size
+    return Fetched(
+        upload_name=name,
+        platform=str(info.get("extractor_key") or info.get("extractor") or "unknown"),
+        title=info.get("title"),
+        format=media_format,
+        size_bytes=size,
+        duration=info.get("duration"),
+    )
+
+
+def _check(info: dict[str, Any] | None, url: str, settings: Settings) -> None:
+    """Refuse what would not end well: nothing, a playlist, a live stream, media too long or too large."""
+    if not info:
+        raise NoMediaFound(f"no audio or video found at {url}")
+    if info.get("_type") == "playlist" or info.get("entries") is not None:
+        raise NoMediaFound(f"{url} is a playlist; submit its items one at a time")
+    if info.get("is_live"):
+        raise NoMediaFound(f"{url} is a live stream; only recorded media can be transcribed")
+    duration = info.get("duration")
+    if duration and duration > settings.max_media_duration_s:
+        raise MediaTooLong(
+            f"the media at {url} lasts {duration:.0f} s, over the {settings.max_media_duration_s} s limit"
+        )
+    size = info.get("filesize") or info.get("filesize_approx")
+    if size and size > settings.max_upload_bytes:
+        raise FileTooLarge(f"the media at {url} is larger than the {settings.max_upload_bytes}-byte limit")
+
+
+def _classify(url: str, message: str) -> Exception:
+    """yt-dlp's error as one of ours, with its message cleaned up."""
+    text = _ANSI.sub("", message).replace("ERROR: ", "").strip()
+    if "Unsupported URL" in text:
+        return NoMediaFound(f"no audio or video found at {url}")
+    return DownloadFailed(f"could not fetch {url}: {text}")
