@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from redis import Redis
 
 from api.errors import install_error_handlers
-from api.routes import health, tasks
+from api.routes import audio, health, tasks
 from shared.settings import Settings, get_settings
 from shared.storage import UploadStorage
 from shared.store import TaskStore
@@ -33,4 +33,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(tasks.router)
+    app.include_router(audio.router)
     return app

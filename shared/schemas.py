@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypeVar, cast
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -14,6 +14,7 @@ from shared.enums import Priority, ResponseFormat, TaskStatus, TaskType
 from shared.errors import InvalidRequest
 from shared.languages import to_code
 
+FormModel = TypeVar("FormModel", bound=BaseModel)
 DEFAULT_TEMPERATURES = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
 
 
@@ -155,13 +156,25 @@ def _validated(model: type[BaseModel], data: dict[str, Any], errors: list[dict[s
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        for error in exc.errors(include_url=False, include_input=False):
-            field = ".".join(str(part) for part in error["loc"]) or "form"
-            message = error["msg"].removeprefix("Value error, ")
-            if error["type"] == "extra_forbidden":
-                message = "unknown field"
-            errors.append({"field": field, "message": message})
+        errors.extend(error_details(exc))
         return None
+
+
+def error_details(exc: ValidationError) -> list[dict[str, Any]]:
+    """A validation error as `{field, message}` pairs, the way error answers list them."""
+    details = []
+    for error in exc.errors(include_url=False, include_input=False):
+        message = "unknown field" if error["type"] == "extra_forbidden" else error["msg"].removeprefix("Value error, ")
+        details.append({"field": ".".join(str(part) for part in error["loc"]) or "form", "message": message})
+    return details
+
+
+def form_model(model: type[FormModel], fields: Mapping[str, str]) -> FormModel:
+    """Validate form fields (empty ones left out) into a model; InvalidRequest naming each bad field."""
+    try:
+        return model.model_validate({key: value for key, value in fields.items() if value != ""})
+    except ValidationError as exc:
+        raise InvalidRequest("some fields have invalid values", details=error_details(exc)) from exc
 
 
 class Word(BaseModel):

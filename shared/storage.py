@@ -104,6 +104,16 @@ class UploadStorage:
         os.replace(path, self.root / name)
         return name, media_format
 
+    def scratch_file(self, suffix: str) -> Path:
+        """A fresh path on the volume for a file the server makes (such as converted audio)."""
+        return self.root / f".out-{uuid.uuid4().hex}{suffix}"
+
+    def remove_file(self, path: Path) -> None:
+        """Delete a scratch file made on this volume."""
+        if path.parent != self.root or not path.name.startswith(".out-"):
+            raise ValueError(f"not a scratch file of this volume: {path}")
+        path.unlink(missing_ok=True)
+
     def path(self, name: str) -> Path:
         """Where a stored upload lives; refuses any name the server did not choose."""
         if not _NAME.match(name):

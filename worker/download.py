@@ -21,8 +21,14 @@ log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 256 * 1024
 # What yt-dlp can find media in: web pages, and HLS / DASH manifests.
-_PAGE_TYPES = {"text/html", "application/xhtml+xml", "application/vnd.apple.mpegurl", "application/x-mpegurl",
-               "audio/mpegurl", "application/dash+xml"}
+_PAGE_TYPES = {
+    "text/html",
+    "application/xhtml+xml",
+    "application/vnd.apple.mpegurl",
+    "application/x-mpegurl",
+    "audio/mpegurl",
+    "application/dash+xml",
+}
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -55,7 +61,8 @@ def _direct(url: str, storage: UploadStorage, settings: Settings) -> Fetched | N
             if not head:
                 raise UnsupportedMedia(f"{url} served an empty file")
             if sniff(head[:SNIFF_BYTES]) is None:
-                return _not_media(url, response.headers.get("content-type", ""))
+                _refuse_unless_page(url, response.headers.get("content-type", ""))
+                return None
             with storage.receive(settings.max_upload_bytes) as upload:
                 upload.write(head)
                 for chunk in chunks:
@@ -70,12 +77,11 @@ def _direct(url: str, storage: UploadStorage, settings: Settings) -> Fetched | N
     )
 
 
-def _not_media(url: str, content_type: str) -> None:
-    """None (try yt-dlp) for a page or a stream manifest; anything else served is not media."""
+def _refuse_unless_page(url: str, content_type: str) -> None:
+    """A page or a stream manifest goes on to yt-dlp; anything else that is not media is refused."""
     kind = content_type.split(";")[0].strip().lower()
     if kind and kind not in _PAGE_TYPES:
         raise UnsupportedMedia(f"{url} serves {kind}, not audio or video")
-    return None
 
 
 def _head(chunks: Iterator[bytes]) -> bytes:

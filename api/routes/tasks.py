@@ -2,37 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from api import service
 from api.deps import RedisDep, SettingsDep, StorageDep, StoreDep
-from api.upload import FILE_FIELD, receive_form
+from api.openapi import form_body
+from api.upload import receive_form
 from shared.enums import ResponseFormat
 from shared.schemas import TaskCreate, TaskPage, TaskPublic, TaskQuery, TranscribeOptions
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 
 
-def _form_schema() -> dict[str, Any]:
-    """The multipart form in the OpenAPI document (the body is parsed by hand, to stream the file)."""
-    properties: dict[str, Any] = {FILE_FIELD: {"type": "string", "format": "binary", "description": "The media."}}
-    for model in (TaskCreate, TranscribeOptions):
-        for name, field in model.model_fields.items():
-            if name != "options":
-                default = field.get_default(call_default_factory=True)
-                properties[name] = {
-                    "type": "string",
-                    "description": field.description or "",
-                    **({"default": str(default)} if default is not None else {}),
-                }
-    schema = {"type": "object", "required": [FILE_FIELD], "properties": properties}
-    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
-
-
-@router.post("", status_code=202, response_model=TaskPublic, openapi_extra=_form_schema())
+@router.post(
+    "",
+    status_code=202,
+    response_model=TaskPublic,
+    openapi_extra=form_body(TaskCreate, TranscribeOptions, file_required=False),
+)
 async def create_task(
     request: Request, response: Response, settings: SettingsDep, redis: RedisDep, store: StoreDep, storage: StorageDep
 ) -> TaskPublic:

@@ -1,0 +1,53 @@
+"""Audio utilities: extract the sound track of any media as a plain audio file."""
+
+from __future__ import annotations
+
+from pathlib import PurePath
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import SettingsDep, StorageDep
+from api.extract import ExtractOptions, extract
+from api.openapi import form_body
+from api.upload import FILE_FIELD, receive_form
+from shared.errors import InvalidRequest
+from shared.schemas import form_model
+
+router = APIRouter(prefix="/v1/audio", tags=["audio"])
+
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {"audio/wav": {}, "audio/flac": {}, "audio/mpeg": {}, "audio/ogg": {}},
+        "description": "The extracted audio.",
+    }
+}
+
+
+@router.post("/extract", response_class=FileResponse, responses=_RESPONSES, openapi_extra=form_body(ExtractOptions))
+async def extract_audio(request: Request, settings: SettingsDep, storage: StorageDep) -> FileResponse:
+    """Upload audio or video; get its first audio stream back, resampled and encoded as asked."""
+    form = await receive_form(request, storage, settings.max_upload_bytes)
+    if form.upload is None:
+        raise InvalidRequest(f"send the media as a file in the form field {FILE_FIELD!r}")
+    try:
+        options = form_model(ExtractOptions, form.fields)
+        encoding = options.encoding
+        target = storage.scratch_file(f".{encoding.extension}")
+        try:
+            await run_in_threadpool(extract, storage.path(form.upload.name), target, options)
+        except BaseException:
+            storage.remove_file(target)
+            raise
+    finally:
+        form.upload.discard()
+    filename = f"{PurePath(form.filename or 'audio').stem}.{encoding.extension}"
+    return FileResponse(
+        target,
+        media_type=encoding.media_type,
+        filename=filename,
+        background=BackgroundTask(storage.remove_file, target),
+    )
