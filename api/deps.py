@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from redis import Redis
 
 from shared.settings import Settings
@@ -40,3 +40,4 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 RedisDep = Annotated[Redis, Depends(get_redis)]
 StoreDep = Annotated[TaskStore, Depends(get_store)]
 StorageDep = Annotated[UploadStorage, Depends(get_storage)]
+TaskId = Annotated[str, Path(description="The task's id. / 任务 ID。", examples=["8c971edd0f4341419dd798788bcb8a53"])]

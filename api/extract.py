@@ -39,10 +39,18 @@ class ExtractOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    sample_rate: int = Field(default=16000, description="Samples per second: 8000 to 48000, a standard rate.")
-    channels: int = Field(default=1, ge=1, le=2, description="1 (mono) or 2 (stereo).")
-    bit_depth: int | None = Field(default=None, description="16, 24 or 32 bits; wav and flac only.")
-    output_format: Literal["wav", "flac", "mp3", "opus"] = Field(default="wav", description="Container and codec.")
+    sample_rate: int = Field(
+        default=16000, description="Samples per second, a standard rate. / 采样率（标准值）。", examples=[16000]
+    )
+    channels: int = Field(
+        default=1, ge=1, le=2, description="1 (mono) or 2 (stereo). / 声道数：1 单声道，2 立体声。", examples=[1]
+    )
+    bit_depth: int | None = Field(
+        default=None, description="16, 24 or 32; wav and flac only. / 位深（仅 wav、flac）。", examples=[16]
+    )
+    output_format: Literal["wav", "flac", "mp3", "opus"] = Field(
+        default="wav", description="wav, flac, mp3 or opus. / 输出格式。", examples=["flac"]
+    )
 
     @field_validator("bit_depth")
     @classmethod

@@ -28,7 +28,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         redis.close()
 
-    app = FastAPI(title="whisperq", summary="Speech-to-text jobs on Whisper", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(
+        title="whisperq",
+        summary="Speech-to-text jobs on Whisper. / 基于 Whisper 的语音转写任务服务。",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
     app.state.settings = settings
     install_error_handlers(app)
     app.include_router(health.router)

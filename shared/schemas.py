@@ -35,12 +35,41 @@ class VadOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    threshold: float = Field(default=0.5, ge=0, le=1)
-    neg_threshold: float | None = Field(default=None, ge=0, le=1)
-    min_speech_duration_ms: int = Field(default=0, ge=0)
-    max_speech_duration_s: float | None = Field(default=None, gt=0, description="None: no limit.")
-    min_silence_duration_ms: int = Field(default=2000, ge=0)
-    speech_pad_ms: int = Field(default=400, ge=0)
+    threshold: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Speech probability above which audio is speech. / 判定为语音的概率阈值。",
+        examples=[0.5],
+    )
+    neg_threshold: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Probability below which speech ends. / 低于该概率视为语音结束。",
+        examples=[0.35],
+    )
+    min_speech_duration_ms: int = Field(
+        default=0,
+        ge=0,
+        description="Shorter speech is dropped (ms). / 短于此时长的语音被丢弃（毫秒）。",
+        examples=[250],
+    )
+    max_speech_duration_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Longer speech is split (s); none: no limit. / 超过此时长的语音被切分（秒）。",
+        examples=[30],
+    )
+    min_silence_duration_ms: int = Field(
+        default=2000,
+        ge=0,
+        description="Silence that ends a speech chunk (ms). / 结束语音段所需的静音时长（毫秒）。",
+        examples=[500],
+    )
+    speech_pad_ms: int = Field(
+        default=400, ge=0, description="Padding kept around speech (ms). / 语音两侧保留的填充（毫秒）。", examples=[400]
+    )
 
 
 class TranscribeOptions(BaseModel):
@@ -48,24 +77,102 @@ class TranscribeOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    language: str | None = Field(default=None, description="Language code or English name; None detects it.")
-    temperature: list[float] = Field(default_factory=lambda: list(DEFAULT_TEMPERATURES), min_length=1, max_length=20)
-    beam_size: int = Field(default=5, ge=1, le=20)
-    best_of: int = Field(default=5, ge=1, le=20)
-    patience: float = Field(default=1.0, gt=0, le=10)
-    compression_ratio_threshold: float | None = Field(default=2.4, gt=0)
-    log_prob_threshold: float | None = Field(default=-1.0, le=0)
-    no_speech_threshold: float | None = Field(default=0.6, ge=0, le=1)
-    condition_on_previous_text: bool = True
-    initial_prompt: str | None = Field(default=None, max_length=4000)
-    hotwords: str | None = Field(default=None, max_length=1000)
-    word_timestamps: bool = False
-    prepend_punctuations: str = Field(default="\"'“¿([{-", max_length=100)
-    append_punctuations: str = Field(default="\"'.。,，!！?？:：”)]}、", max_length=100)
-    clip_timestamps: list[float] | None = Field(default=None, max_length=1000)
-    hallucination_silence_threshold: float | None = Field(default=None, gt=0)
-    vad_filter: bool = False
-    vad_parameters: VadOptions | None = None
+    language: str | None = Field(
+        default=None,
+        description="Spoken language, code or name; unset: detected. / 语音语言，不填则自动检测。",
+        examples=["en"],
+    )
+    temperature: list[float] = Field(
+        default_factory=lambda: list(DEFAULT_TEMPERATURES),
+        min_length=1,
+        max_length=20,
+        description="Sampling temperature(s), 0 to 1; later ones are fallbacks. / 采样温度（0 到 1），后续值用于回退。",
+        examples=["0,0.2,0.4"],
+    )
+    beam_size: int = Field(
+        default=5, ge=1, le=20, description="Beam width for beam search. / 集束搜索宽度。", examples=[5]
+    )
+    best_of: int = Field(
+        default=5,
+        ge=1,
+        le=20,
+        description="Candidates when sampling with temperature. / 温度采样时的候选数。",
+        examples=[5],
+    )
+    patience: float = Field(
+        default=1.0, gt=0, le=10, description="Beam search patience factor. / 集束搜索耐心系数。", examples=[1.0]
+    )
+    compression_ratio_threshold: float | None = Field(
+        default=2.4,
+        gt=0,
+        description="Above this gzip ratio a window is retried hotter. / 压缩比超过该值时以更高温度重试。",
+        examples=[2.4],
+    )
+    log_prob_threshold: float | None = Field(
+        default=-1.0,
+        le=0,
+        description="Below this average log-probability a window is retried. / 平均对数概率低于该值时重试。",
+        examples=[-1.0],
+    )
+    no_speech_threshold: float | None = Field(
+        default=0.6,
+        ge=0,
+        le=1,
+        description="Above this no-speech probability a silent window is skipped. / 无语音概率超过该值时跳过该窗口。",
+        examples=[0.6],
+    )
+    condition_on_previous_text: bool = Field(
+        default=True,
+        description="Feed the previous text as the prompt of the next window. / 以前文作为下一窗口的提示。",
+        examples=[True],
+    )
+    initial_prompt: str | None = Field(
+        default=None,
+        max_length=4000,
+        description="Text that primes vocabulary and style. / 用于引导词汇和风格的提示文本。",
+        examples=["Glossary: whisperq, Redis."],
+    )
+    hotwords: str | None = Field(
+        default=None,
+        max_length=1000,
+        description="Words to favour. / 需要优先识别的热词。",
+        examples=["whisperq Kubernetes"],
+    )
+    word_timestamps: bool = Field(default=False, description="Time every word. / 输出逐词时间戳。", examples=[False])
+    prepend_punctuations: str = Field(
+        default="\"'“¿([{-",
+        max_length=100,
+        description="Punctuation merged with the next word. / 与后一个词合并的标点。",
+        examples=["\"'“¿([{-"],
+    )
+    append_punctuations: str = Field(
+        default="\"'.。,，!！?？:：”)]}、",
+        max_length=100,
+        description="Punctuation merged with the previous word. / 与前一个词合并的标点。",
+        examples=["\"'.。,，!！?？:：”)]}、"],
+    )
+    clip_timestamps: list[float] | None = Field(
+        default=None,
+        max_length=1000,
+        description="Start,end,... seconds to transcribe; unset: all. / 需要转写的起止时间（秒），不填则全部。",
+        examples=["0,30,60,90"],
+    )
+    hallucination_silence_threshold: float | None = Field(
+        default=None,
+        gt=0,
+        description="Skip silences this long (s) near hallucinations; needs word_timestamps. / 跳过幻觉附近的静音。",
+        examples=[2.0],
+    )
+    vad_filter: bool = Field(
+        default=False,
+        description="Drop non-speech with Silero VAD first. / 先用 Silero VAD 去除非语音部分。",
+        examples=[False],
+    )
+    vad_parameters: VadOptions | None = Field(
+        default=None,
+        description="VAD settings as a JSON object; needs vad_filter. / VAD 参数（JSON 对象），需开启 vad_filter。",
+        examples=['{"min_silence_duration_ms": 500}'],
+    )
 
     @field_validator("language")
     @classmethod
@@ -123,11 +230,35 @@ class TaskCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    task_type: TaskType = TaskType.TRANSCRIBE
-    priority: Priority = Priority.NORMAL
-    model: str | None = Field(default=None, min_length=1, max_length=500)
-    url: str | None = Field(default=None, max_length=2048, description="Media to fetch instead of uploading a file.")
-    callback_url: str | None = Field(default=None, max_length=2048)
+    task_type: TaskType = Field(
+        default=TaskType.TRANSCRIBE,
+        description="transcribe, or translate into English. / 转写，或翻译成英文。",
+        examples=["transcribe"],
+    )
+    priority: Priority = Field(
+        default=Priority.NORMAL,
+        description="Queue priority: high, normal or low. / 队列优先级：high、normal 或 low。",
+        examples=["high"],
+    )
+    model: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=500,
+        description="Model to use; unset: the default model. / 使用的模型，不填则用默认模型。",
+        examples=["base"],
+    )
+    url: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="Media or page URL to fetch instead of a file. / 代替上传文件的媒体或网页链接。",
+        examples=["https://example.com/talk.mp3"],
+    )
+    callback_url: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="URL to notify when the task ends. / 任务结束时通知的地址。",
+        examples=["https://example.com/hooks/whisperq"],
+    )
     options: TranscribeOptions = Field(default_factory=TranscribeOptions)
 
     @field_validator("callback_url", "url")
@@ -314,15 +445,31 @@ class TaskQuery(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    status: TaskStatus | None = Field(default=None, description="Only tasks in this status.")
-    priority: Priority | None = Field(default=None, description="Only tasks of this priority.")
-    task_type: TaskType | None = Field(default=None, description="Only transcriptions or only translations.")
-    model: str | None = Field(default=None, description="Only tasks for this model.")
-    language: str | None = Field(default=None, description="Only tasks in this language (requested or detected).")
-    created_after: datetime | None = Field(default=None, description="Only tasks created after this time.")
-    created_before: datetime | None = Field(default=None, description="Only tasks created before this time.")
-    limit: int = Field(default=20, ge=1, le=100, description="Tasks per page, at most 100.")
-    offset: int = Field(default=0, ge=0, description="Tasks to skip, newest first.")
+    status: TaskStatus | None = Field(
+        default=None, description="Only tasks in this status. / 按状态筛选。", examples=["completed"]
+    )
+    priority: Priority | None = Field(
+        default=None, description="Only tasks of this priority. / 按优先级筛选。", examples=["high"]
+    )
+    task_type: TaskType | None = Field(
+        default=None, description="Only this task type. / 按任务类型筛选。", examples=["transcribe"]
+    )
+    model: str | None = Field(default=None, description="Only tasks for this model. / 按模型筛选。", examples=["base"])
+    language: str | None = Field(
+        default=None, description="Only this language, requested or detected. / 按语言筛选。", examples=["en"]
+    )
+    created_after: datetime | None = Field(
+        default=None, description="Created after this time. / 创建时间晚于此时。", examples=["2026-11-01T00:00:00Z"]
+    )
+    created_before: datetime | None = Field(
+        default=None, description="Created before this time. / 创建时间早于此时。", examples=["2026-12-01T00:00:00Z"]
+    )
+    limit: int = Field(
+        default=20, ge=1, le=100, description="Tasks per page, 1 to 100. / 每页任务数（1 到 100）。", examples=[20]
+    )
+    offset: int = Field(
+        default=0, ge=0, description="Tasks to skip, newest first. / 跳过的任务数（按最新排序）。", examples=[0]
+    )
 
     @field_validator("language")
     @classmethod

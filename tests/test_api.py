@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -41,6 +42,9 @@ def test_submit_answers_202_with_location_and_queues_the_job(
     assert task["options"]["beam_size"] == 3 and task["options"]["language"] == "en"
     assert task["source"] == {
         "kind": "upload",
+        "url": None,
+        "platform": None,
+        "title": None,
         "filename": "jfk.flac",
         "content_type": "audio/flac",
         "format": "flac",
@@ -257,3 +261,30 @@ def test_openapi_documents_the_form(api: httpx.Client) -> None:
     spec = api.get("/openapi.json").json()
     form = spec["paths"]["/v1/tasks"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
     assert {"file", "priority", "model", "beam_size", "vad_parameters"} <= set(form["properties"])
+
+
+CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+def _bilingual(text: str | None) -> bool:
+    return bool(text) and bool(re.search(r"[A-Za-z]{3}", text or "")) and bool(CJK.search(text or ""))
+
+
+def test_every_endpoint_and_parameter_is_described_in_english_and_chinese_with_an_example(api: httpx.Client) -> None:
+    spec = api.get("/openapi.json").json()
+    operations = [(f"{method.upper()} {path}", op) for path, ops in spec["paths"].items() for method, op in ops.items()]
+    assert len(operations) >= 8
+    for name, op in operations:
+        assert _bilingual(op.get("description")), name
+        for param in op.get("parameters", []):
+            assert _bilingual(param.get("description")), f"{name} {param['name']}"
+            assert "example" in param or param.get("examples") or param["schema"].get("examples"), f"{name} {param}"
+        body = op.get("requestBody", {}).get("content", {}).get("multipart/form-data")
+        for field, schema in (body or {}).get("schema", {}).get("properties", {}).items():
+            assert _bilingual(schema.get("description")), f"{name} {field}"
+            assert field == "file" or "example" in schema, f"{name} {field}"
+
+
+def test_swagger_ui_is_served(api: httpx.Client) -> None:
+    page = api.get("/docs")
+    assert page.status_code == 200 and "swagger-ui" in page.text

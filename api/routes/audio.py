@@ -29,7 +29,7 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 
 @router.post("/extract", response_class=FileResponse, responses=_RESPONSES, openapi_extra=form_body(ExtractOptions))
 async def extract_audio(request: Request, settings: SettingsDep, storage: StorageDep) -> FileResponse:
-    """Upload audio or video; get its first audio stream back, resampled and encoded as asked."""
+    """Upload audio or video; get its audio track back, resampled and encoded. / 上传音视频，提取并转码其音轨。"""
     form = await receive_form(request, storage, settings.max_upload_bytes)
     if form.upload is None:
         raise InvalidRequest(f"send the media as a file in the form field {FILE_FIELD!r}")

@@ -14,7 +14,7 @@ router = APIRouter(tags=["health"])
 
 @router.get("/health")
 def health(redis: RedisDep) -> dict[str, Any]:
-    """Redis reachable, and the live workers with their models."""
+    """Redis reachable, and the live workers with their models. / 健康检查：Redis 状态及在线 worker 和模型。"""
     redis.ping()
     workers = fleet.live_workers(redis)
     return {

@@ -8,13 +8,18 @@ from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from api import service
-from api.deps import RedisDep, SettingsDep, StorageDep, StoreDep
+from api.deps import RedisDep, SettingsDep, StorageDep, StoreDep, TaskId
 from api.openapi import form_body
 from api.upload import receive_form
 from shared.enums import ResponseFormat
 from shared.schemas import TaskCreate, TaskPage, TaskPublic, TaskQuery, TranscribeOptions
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
+
+ResultFormat = Annotated[
+    ResponseFormat,
+    Query(description="Result format. / 结果格式：json、text、srt、vtt、tsv、verbose_json。", examples=["srt"]),
+]
 
 
 @router.post(
@@ -26,7 +31,7 @@ router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 async def create_task(
     request: Request, response: Response, settings: SettingsDep, redis: RedisDep, store: StoreDep, storage: StorageDep
 ) -> TaskPublic:
-    """Upload media and queue it for transcription or translation."""
+    """Upload media (or give a URL) and queue it for transcription or translation. / 上传媒体或链接并排队。"""
     form = await receive_form(request, storage, settings.max_upload_bytes)
     try:
         task = await run_in_threadpool(service.submit, redis, store, settings, form)
@@ -40,33 +45,31 @@ async def create_task(
 
 @router.get("", response_model=TaskPage)
 def list_tasks(request: Request, store: StoreDep, query: Annotated[TaskQuery, Query()]) -> TaskPage:
-    """Tasks, newest first, filtered by status, priority, type, model, language and creation time."""
+    """Tasks, newest first, filtered and paged. / 任务列表，最新在前，可筛选和分页。"""
     return service.list_tasks(store, query, str(request.url.remove_query_params(list(request.query_params))))
 
 
 @router.get("/{task_id}", response_model=TaskPublic)
-def get_task(task_id: str, redis: RedisDep, store: StoreDep) -> TaskPublic:
-    """A task's status, progress, timings and, once completed, its result."""
+def get_task(task_id: TaskId, redis: RedisDep, store: StoreDep) -> TaskPublic:
+    """A task's status, progress, timings and, once completed, its result. / 任务状态、进度、耗时，完成后含结果。"""
     return service.describe(redis, store, task_id)
 
 
 @router.get("/{task_id}/result")
-def get_result(
-    task_id: str, store: StoreDep, format: Annotated[ResponseFormat, Query()] = ResponseFormat.JSON
-) -> Response:
-    """The result in one format: json, text, srt, vtt, tsv or verbose_json (OpenAI's shape)."""
+def get_result(task_id: TaskId, store: StoreDep, format: ResultFormat = ResponseFormat.JSON) -> Response:
+    """The result as json, text, srt, vtt, tsv or verbose_json (OpenAI's shape). / 以指定格式获取结果。"""
     body, media_type = service.result(store, task_id, format)
     return Response(content=body, media_type=media_type)
 
 
 @router.post("/{task_id}/cancel", response_model=TaskPublic)
-def cancel_task(task_id: str, redis: RedisDep, store: StoreDep, storage: StorageDep) -> TaskPublic:
-    """Stop a queued or running task; it stays, as cancelled."""
+def cancel_task(task_id: TaskId, redis: RedisDep, store: StoreDep, storage: StorageDep) -> TaskPublic:
+    """Stop a queued or running task; it stays, as cancelled. / 取消排队或运行中的任务，任务保留为已取消。"""
     return service.cancel(redis, store, storage, task_id)
 
 
 @router.delete("/{task_id}", status_code=204)
-def delete_task(task_id: str, redis: RedisDep, store: StoreDep, storage: StorageDep) -> Response:
-    """Remove a task, its result, its files and its job; a running one is stopped."""
+def delete_task(task_id: TaskId, redis: RedisDep, store: StoreDep, storage: StorageDep) -> Response:
+    """Remove a task, its result, files and job; a running one is stopped. / 删除任务及其结果和文件。"""
     service.delete(redis, store, storage, task_id)
     return Response(status_code=204)
