@@ -6,7 +6,7 @@ import json
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, cast
 
 from redis import Redis
 from redis.client import Pipeline
@@ -147,6 +147,11 @@ class TaskStore:
     def start(self, task: Task, worker: str, status: TaskStatus) -> bool:
         """Mark the task downloading or processing on this worker; False if it is gone or finished."""
         return self.advance(task.id, status, worker=worker, attempts=task.attempts + 1, progress=0.0)
+
+    def active(self, task_id: str) -> bool:
+        """True while the task exists and has not finished."""
+        status = cast(bytes | None, self.redis.hget(keys.task_key(task_id), "status"))
+        return status is not None and not TaskStatus(status.decode()).finished
 
     def update(self, task_id: str, **fields: Any) -> bool:
         """Set fields (progress, media facts) on an active task."""

@@ -5,7 +5,9 @@ from __future__ import annotations
 import functools
 import shutil
 import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -20,7 +22,7 @@ from redis import Redis
 from shared.errors import MediaTooLong, NoMediaFound
 from shared.settings import Settings
 from shared.store import TaskStore
-from tests.conftest import DATA, JFK, submit
+from tests.conftest import DATA, JFK, PROJECT, submit, worker_env
 from worker.download import _check
 
 pytestmark = pytest.mark.slow
@@ -31,8 +33,26 @@ PAGE = """<!doctype html><html><head><title>{title}</title></head><body><h1>{tit
 
 
 class QuietHandler(SimpleHTTPRequestHandler):
+    """Serves the site folder; `/slow/NAME` trickles NAME out over about fifteen seconds."""
+
     def log_message(self, format: str, *args: Any) -> None:
         pass
+
+    def do_GET(self) -> None:
+        if not self.path.startswith("/slow/"):
+            return super().do_GET()
+        body = (Path(self.directory) / self.path.removeprefix("/slow/")).read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Type", "video/mp4" if self.path.endswith(".mp4") else "audio/flac")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        step = max(1, len(body) // 100)
+        try:
+            for start in range(0, len(body), step):
+                self.wfile.write(body[start : start + step])
+                time.sleep(0.15)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
 
 
 @pytest.fixture
@@ -43,6 +63,7 @@ def web(tmp_path: Path) -> Iterator[str]:
     shutil.copy(JFK, root / "jfk.flac")
     shutil.copy(DATA / "video" / "bbb_with_jfk_speech.mp4", root / "bbb.mp4")
     (root / "watch.html").write_text(PAGE.format(title="Inaugural address", src="bbb.mp4"))
+    (root / "slow.html").write_text(PAGE.format(title="Slow", src="slow/bbb.mp4"))
     (root / "blog.html").write_text("<html><head><title>Blog</title></head><body><p>No media here.</p></body></html>")
     (root / "notes.txt").write_text("Just some notes.\n" * 50)
     (root / "empty.wav").write_bytes(b"")
@@ -201,3 +222,30 @@ def test_probing_refuses_media_without_audio_and_invents_nothing_for_music(
     assert music["duration"] == pytest.approx(5.3, abs=0.1)
     video = task(api, speech)
     assert video["status"] == "completed" and "ask not what your country" in video["result"]["text"]
+
+
+@pytest.mark.parametrize("path", ["slow/jfk.flac", "slow.html"])
+def test_cancel_while_downloading_stops_the_download(
+    api: httpx.Client, served: Callable[[str], None], web: str, settings: Settings, path: str
+) -> None:
+    served("tiny.en")
+    task_id = post_url(api, f"{web}/{path}")
+    follower = submit(api, DATA / "audio" / "fsdd" / "4_theo_0.wav").json()["id"]
+    command = [sys.executable, "-m", "worker", "--burst", "--model", "tiny.en"]
+    worker = subprocess.Popen(command, env=worker_env(settings), cwd=PROJECT, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while task(api, task_id)["status"] != "downloading":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(1)
+        assert api.post(f"/v1/tasks/{task_id}/cancel").json()["status"] == "cancelled"
+        cancelled_at = time.monotonic()
+        _, errors = worker.communicate(timeout=60)
+    finally:
+        worker.kill()
+    assert worker.returncode == 0, errors
+    assert task(api, follower)["status"] == "completed"
+    assert time.monotonic() - cancelled_at < 8, "the fifteen-second download was abandoned"
+    assert task(api, task_id)["status"] == "cancelled"
+    assert list(settings.uploads.iterdir()) == []

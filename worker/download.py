@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -12,7 +12,7 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
-from shared.errors import DownloadFailed, FileTooLarge, MediaTooLong, NoMediaFound, UnsupportedMedia
+from shared.errors import DownloadFailed, FileTooLarge, MediaTooLong, NoMediaFound, UnsupportedMedia, WhisperqError
 from shared.media import SNIFF_BYTES, sniff
 from shared.settings import Settings
 from shared.storage import UploadStorage
@@ -20,6 +20,7 @@ from shared.storage import UploadStorage
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 256 * 1024
+Check = Callable[[], None]
 # What yt-dlp can find media in: web pages, and HLS / DASH manifests.
 _PAGE_TYPES = {
     "text/html",
@@ -44,13 +45,16 @@ class Fetched:
     duration: float | None = None
 
 
-def fetch(url: str, storage: UploadStorage, settings: Settings) -> Fetched:
-    """Download the media a URL points at, directly if it is a media file, else through yt-dlp."""
-    direct = _direct(url, storage, settings)
-    return direct if direct is not None else _page(url, storage, settings)
+def fetch(url: str, storage: UploadStorage, settings: Settings, check: Check) -> Fetched:
+    """Download the media a URL points at, directly if it is a media file, else through yt-dlp.
+
+    `check` is called as data arrives and raises to abandon the download (the task was cancelled).
+    """
+    direct = _direct(url, storage, settings, check)
+    return direct if direct is not None else _page(url, storage, settings, check)
 
 
-def _direct(url: str, storage: UploadStorage, settings: Settings) -> Fetched | None:
+def _direct(url: str, storage: UploadStorage, settings: Settings, check: Check) -> Fetched | None:
     """Stream a media file to the volume; None when the URL serves something else, such as a web page."""
     try:
         with httpx.stream("GET", url, follow_redirects=True, timeout=settings.download_timeout_s) as response:
@@ -66,6 +70,7 @@ def _direct(url: str, storage: UploadStorage, settings: Settings) -> Fetched | N
             with storage.receive(settings.max_upload_bytes) as upload:
                 upload.write(head)
                 for chunk in chunks:
+                    check()
                     upload.write(chunk)
                 upload.commit()
             title = unquote(PurePosixPath(urlsplit(str(response.url)).path).name) or None
@@ -107,8 +112,9 @@ class _Logger:
         log.info("yt-dlp: %s", message)
 
 
-def _options(folder: Path, settings: Settings) -> dict[str, Any]:
+def _options(folder: Path, settings: Settings, check: Check) -> dict[str, Any]:
     return {
+        "progress_hooks": [lambda status: check()],
         "format": "bestaudio/best",
         "noplaylist": True,
         "outtmpl": {"default": str(folder / "media.%(ext)s")},
@@ -122,16 +128,19 @@ def _options(folder: Path, settings: Settings) -> dict[str, Any]:
     }
 
 
-def _page(url: str, storage: UploadStorage, settings: Settings) -> Fetched:
+def _page(url: str, storage: UploadStorage, settings: Settings, check: Check) -> Fetched:
     """Best audio of the media on a page yt-dlp knows (its generic extractor finds HTML5 media too)."""
     import yt_dlp
 
-    with storage.scratch() as folder, yt_dlp.YoutubeDL(_options(folder, settings)) as ydl:
+    with storage.scratch() as folder, yt_dlp.YoutubeDL(_options(folder, settings, check)) as ydl:
         try:
             info = ydl.extract_info(url, download=False)
             _check(info, url, settings)
             ydl.process_ie_result(info, download=True)
         except yt_dlp.utils.DownloadError as exc:
+            cause = exc.exc_info[1] if exc.exc_info else None
+            if isinstance(cause, WhisperqError):  # raised by `check`, inside yt-dlp
+                raise cause from exc
             raise _classify(url, str(exc)) from exc
         files = [path for path in folder.iterdir() if path.is_file() and not path.name.endswith(".part")]
         if not files:

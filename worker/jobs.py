@@ -52,7 +52,7 @@ def _claim(ctx: WorkerContext, task_id: str) -> Task | None:
 def _download(ctx: WorkerContext, task: Task) -> Task:
     """Fetch the task's URL onto the volume and record what was found there."""
     assert task.source.url is not None
-    fetched = download.fetch(task.source.url, ctx.storage, ctx.settings)
+    fetched = download.fetch(task.source.url, ctx.storage, ctx.settings, _cancellation_check(ctx, task.id))
     source = task.source.model_copy(
         update={
             "platform": fetched.platform,
@@ -71,6 +71,20 @@ def _download(ctx: WorkerContext, task: Task) -> Task:
         ctx.storage.remove(fetched.upload_name)
         raise TaskCancelled(f"task {task.id} was cancelled or deleted while downloading")
     return task.model_copy(update={"upload_name": fetched.upload_name, "source": source})
+
+
+def _cancellation_check(ctx: WorkerContext, task_id: str, every_s: float = 1.0) -> download.Check:
+    """A check, cheap to call often, that raises TaskCancelled once the task is cancelled or deleted."""
+    last = time.monotonic()
+
+    def check() -> None:
+        nonlocal last
+        if time.monotonic() - last >= every_s:
+            last = time.monotonic()
+            if not ctx.store.active(task_id):
+                raise TaskCancelled(f"task {task_id} was cancelled or deleted while downloading")
+
+    return check
 
 
 def _progress(ctx: WorkerContext, task_id: str, share: float) -> None:
