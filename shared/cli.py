@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import IO, Any
 
 import httpx
 
@@ -50,42 +50,39 @@ def cmd_api(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    """The benchmark harness."""
+    from benchmark.cli import main as bench
+
+    bench(args.bench_args)
+    return 0
+
+
 class Stack:
     """Redis (embedded unless WHISPERQ_REDIS_URL is set), the API and N workers, as child processes."""
 
-    def __init__(self, settings: Settings, workers: int) -> None:
+    def __init__(self, settings: Settings, workers: int, log: IO[bytes] | None = None) -> None:
         self.settings = settings
         self.workers = workers
+        self.log = log
         self.redis: RedisServer | None = None
         self.children: list[subprocess.Popen[bytes]] = []
 
     def start(self) -> None:
-        env = dict(
-            os.environ, WHISPERQ_MODEL=self.settings.served_model, WHISPERQ_DEFAULT_MODEL=self.settings.default_model
-        )
+        """Start Redis (unless one is configured), the API and the workers, all with these settings."""
+        env = dict(os.environ, **self.settings.as_env())
         if self.settings.redis_url is None:
             self.redis = RedisServer(self.settings.data_dir / "redis")
             self.redis.start()
             print(f"embedded redis-server at {self.redis.url}, data in {self.redis.data_dir}", flush=True)
             env["WHISPERQ_REDIS_URL"] = self.redis.url
-        api = [
-            sys.executable,
-            "-m",
-            "shared.cli",
-            "api",
-            "--host",
-            self.settings.api_host,
-            "--port",
-            str(self.settings.api_port),
-        ]
-        self.children.append(self._spawn(api, env))
+        self.children.append(self._spawn([sys.executable, "-m", "shared.cli", "api"], env))
         for _ in range(self.workers):
             self.children.append(self._spawn([sys.executable, "-m", "shared.cli", "worker"], env))
 
-    @staticmethod
-    def _spawn(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    def _spawn(self, command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         # A session of its own, so Ctrl-C reaches `up` alone and it stops the pieces in order.
-        return subprocess.Popen(command, env=env, start_new_session=True)
+        return subprocess.Popen(command, env=env, start_new_session=True, stdout=self.log, stderr=self.log)
 
     def wait_ready(self, base_url: str) -> None:
         """Wait until the API answers and a worker serves the model."""
@@ -108,18 +105,22 @@ class Stack:
 
     def stop(self) -> None:
         """Workers first (they finish their job), then the API, then Redis."""
-        for signum in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut the stop short
-            signal.signal(signum, signal.SIG_IGN)
-        for child in reversed(self.children):
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        for child in reversed(self.children):
-            try:
-                child.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                child.kill()
-        if self.redis is not None:
-            self.redis.stop()
+        # A second Ctrl-C must not cut the stop short.
+        previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            for child in reversed(self.children):
+                if child.poll() is None:
+                    child.send_signal(signal.SIGTERM)
+            for child in reversed(self.children):
+                try:
+                    child.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+            if self.redis is not None:
+                self.redis.stop()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -172,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--host", dest="api_host")
     api.add_argument("--port", dest="api_port", type=int)
     api.set_defaults(handler=cmd_api)
+
+    bench = commands.add_parser("bench", help="run the benchmark (python -m benchmark --help)", add_help=False)
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
+    bench.set_defaults(handler=cmd_bench)
 
     worker = commands.add_parser("worker", help="run one worker")
     worker.add_argument("--model", help="model to serve")

@@ -83,6 +83,14 @@ class Settings(BaseSettings):
             self.model = self.default_model
         return self
 
+    def as_env(self) -> dict[str, str]:
+        """These settings as `WHISPERQ_*` variables, for child processes that must share them."""
+        env = {}
+        for name, value in self.model_dump(exclude_none=True).items():
+            text = str(value).lower() if isinstance(value, bool) else str(value)
+            env[f"WHISPERQ_{name.upper()}"] = text
+        return env
+
     @property
     def redis_dsn(self) -> str:
         """The Redis URL to connect to."""

@@ -138,15 +138,7 @@ def served(redis: Redis) -> Callable[[str], None]:
 
 def worker_env(settings: Settings) -> dict[str, str]:
     """The environment a worker process gets for these settings."""
-    return dict(
-        os.environ,
-        WHISPERQ_REDIS_URL=settings.redis_dsn,
-        WHISPERQ_DATA_DIR=str(settings.data_dir),
-        WHISPERQ_MODEL_CACHE_DIR=str(settings.models),
-        WHISPERQ_ALLOW_DOWNLOAD="false",
-        WHISPERQ_KEEP_UPLOADS=str(settings.keep_uploads).lower(),
-        WHISPERQ_MAX_UPLOAD_BYTES=str(settings.max_upload_bytes),
-    )
+    return dict(os.environ, **settings.as_env())
 
 
 @pytest.fixture

@@ -1,0 +1,5 @@
+"""`python -m benchmark`."""
+
+from benchmark.cli import main
+
+main()

@@ -1,0 +1,202 @@
+"""`python -m benchmark` (or `whisperq bench`): accuracy and speed of models along the engine and api paths.
+
+Modes:
+  run       every model along every path; WER/CER per language, real-time factor, latency, throughput, memory
+  overhead  the same clips through the raw engine and through the service, one at a time: ratio of wall times
+  scaling   the same clips through the service with 1 and then 2 workers: ratio of throughputs
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from benchmark.dataset import Clip, Filters, load_folder, load_manifest
+from benchmark.report import Run, markdown, median_ratio, summaries, write_outputs
+from benchmark.runners import ApiRunner, EngineRunner, Runner, own_peak_memory_mb, run_all
+from benchmark.service import local_service
+from shared.settings import Settings
+
+LONG_CLIP_S = 10.0
+
+
+@dataclass
+class Service:
+    """Where the api path sends its clips, and how to read its workers' memory."""
+
+    url: str
+    peak_memory_mb: Any
+
+
+def _csv(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmark", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "--manifest",
+        type=Path,
+        default=Path("../shared/data/manifest.tsv"),
+        help="TSV, CSV or JSONL with audio, reference, language (default: %(default)s)",
+    )
+    source.add_argument("--folder", type=Path, help="a folder with audios/ and text-references/")
+    parser.add_argument("--folder-language", help="language of a --folder set (default: detected)")
+    parser.add_argument("--language", type=_csv, default=[], help="only these languages, e.g. en,es")
+    parser.add_argument("--source", type=_csv, default=[], help="only clips whose source contains one of these")
+    parser.add_argument("--ref-quality", type=_csv, default=[], help="only these reference qualities, e.g. exact")
+    parser.add_argument("--min-duration", type=float, default=0.0, help="only clips at least this long (s)")
+    parser.add_argument("--max-clips", type=int, help="at most this many clips, spread over the set")
+    parser.add_argument("--models", type=_csv, default=["tiny.en"], help="comma-separated (default: tiny.en)")
+    parser.add_argument("--paths", type=_csv, default=["engine"], help="engine, api (default: engine)")
+    parser.add_argument("--mode", choices=["run", "overhead", "scaling"], default="run")
+    parser.add_argument("--url", help="a running service for the api path (default: start one here)")
+    parser.add_argument("--workers", type=int, default=1, help="workers of the service started here")
+    parser.add_argument("--concurrency", type=int, default=1, help="clips in flight on the api path")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of overhead and scaling; the median is kept")
+    parser.add_argument("--out", type=Path, default=Path("benchmark-results"), help="where results are written")
+    return parser
+
+
+def select(args: argparse.Namespace) -> list[Clip]:
+    """The clips to run."""
+    clips = load_folder(args.folder, args.folder_language) if args.folder else load_manifest(args.manifest)
+    filters = Filters(
+        languages=frozenset(args.language),
+        sources=tuple(args.source),
+        ref_qualities=frozenset(args.ref_quality),
+        min_duration=args.min_duration,
+        max_clips=args.max_clips,
+    )
+    return filters.apply(clips)
+
+
+def for_model(clips: Sequence[Clip], model: str) -> list[Clip]:
+    """English-only models get the English (or unlabelled) clips only."""
+    return [clip for clip in clips if not model.endswith(".en") or clip.language in (None, "en")]
+
+
+@contextmanager
+def service(args: argparse.Namespace, settings: Settings, model: str, workers: int) -> Iterator[Service]:
+    """The given --url, or a stack started here for the model."""
+    if args.url:
+        yield Service(url=args.url, peak_memory_mb=lambda: None)
+        return
+    with local_service(settings, model, workers) as local:
+        yield Service(url=local.url, peak_memory_mb=local.worker_peak_memory_mb)
+
+
+def measure(runner: Runner, clips: Sequence[Clip], concurrency: int, memory: Any) -> Run:
+    """One batch along one path, with a progress bar."""
+    with tqdm(total=len(clips), desc=f"{runner.path} {runner.model}", unit="clip") as bar:
+        outcomes, wall = run_all(runner, clips, concurrency, lambda: bar.update())
+    return Run(
+        path=runner.path,
+        model=runner.model,
+        outcomes=outcomes,
+        wall_s=wall,
+        concurrency=concurrency,
+        peak_memory_mb=memory(),
+    )
+
+
+def mode_run(args: argparse.Namespace, settings: Settings, clips: Sequence[Clip]) -> tuple[list[Run], list[str]]:
+    runs = []
+    for model in args.models:
+        chosen = for_model(clips, model)
+        for path in args.paths:
+            if path == "engine":
+                runs.append(measure(EngineRunner(model, settings), chosen, 1, own_peak_memory_mb))
+            elif path == "api":
+                with service(args, settings, model, args.workers) as svc, ApiRunner(svc.url, model) as api:
+                    runs.append(measure(api, chosen, args.concurrency, svc.peak_memory_mb))
+            else:
+                raise SystemExit(f"unknown path {path!r}: use engine or api")
+    return runs, []
+
+
+def _latency_sum(run: Run, min_audio_s: float = 0.0) -> float:
+    return sum(o.latency_s for o in run.outcomes if o.audio_s >= min_audio_s and o.error is None)
+
+
+def mode_overhead(args: argparse.Namespace, settings: Settings, clips: Sequence[Clip]) -> tuple[list[Run], list[str]]:
+    """Engine and api, one clip at a time, repeated; the median ratio of wall times."""
+    runs, notes = [], []
+    for model in args.models:
+        chosen = for_model(clips, model)
+        engine = EngineRunner(model, settings)
+        all_ratios, long_ratios = [], []
+        with service(args, settings, model, 1) as svc, ApiRunner(svc.url, model) as api:
+            for _ in range(args.repeat):
+                direct = measure(engine, chosen, 1, own_peak_memory_mb)
+                served = measure(api, chosen, 1, svc.peak_memory_mb)
+                runs += [direct, served]
+                all_ratios.append(_latency_sum(served) / _latency_sum(direct))
+                if _latency_sum(direct, LONG_CLIP_S):
+                    long_ratios.append(_latency_sum(served, LONG_CLIP_S) / _latency_sum(direct, LONG_CLIP_S))
+        notes.append(
+            f"overhead {model}: api/engine wall time, all clips: median {median_ratio(all_ratios):.3f} "
+            f"(runs: {', '.join(f'{r:.3f}' for r in all_ratios)})"
+        )
+        if long_ratios:
+            notes.append(
+                f"overhead {model}: api/engine wall time, clips >= {LONG_CLIP_S:.0f} s: median "
+                f"{median_ratio(long_ratios):.3f} (runs: {', '.join(f'{r:.3f}' for r in long_ratios)})"
+            )
+    return runs, notes
+
+
+def mode_scaling(args: argparse.Namespace, settings: Settings, clips: Sequence[Clip]) -> tuple[list[Run], list[str]]:
+    """The same clips through 1 and then 2 workers at the same concurrency; the median throughput ratio."""
+    runs, notes = [], []
+    concurrency = max(args.concurrency, 4)
+    for model in args.models:
+        chosen = for_model(clips, model)
+        throughput: dict[int, list[float]] = {1: [], 2: []}
+        for workers in (1, 2):
+            with service(args, settings, model, workers) as svc, ApiRunner(svc.url, model) as api:
+                for _ in range(args.repeat):
+                    run = measure(api, chosen, concurrency, svc.peak_memory_mb)
+                    run.path, run.extra = f"api-{workers}w", {"workers": workers}
+                    runs.append(run)
+                    throughput[workers].append(sum(o.audio_s for o in run.outcomes) / run.wall_s)
+        ratios = [two / one for one, two in zip(throughput[1], throughput[2], strict=True)]
+        notes.append(
+            f"scaling {model}: throughput 2 workers / 1 worker at concurrency {concurrency}: median "
+            f"{median_ratio(ratios):.3f} (runs: {', '.join(f'{r:.3f}' for r in ratios)}; audio s per s, "
+            f"1 worker: {', '.join(f'{t:.2f}' for t in throughput[1])}; "
+            f"2 workers: {', '.join(f'{t:.2f}' for t in throughput[2])})"
+        )
+    return runs, notes
+
+
+MODES = {"run": mode_run, "overhead": mode_overhead, "scaling": mode_scaling}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the benchmark and write its results."""
+    args = build_parser().parse_args(argv)
+    if args.mode == "scaling" and args.url:
+        raise SystemExit("scaling starts its own services; leave out --url")
+    clips = select(args)
+    if not clips:
+        raise SystemExit("no clips match the filters")
+    settings = Settings()
+    runs, notes = MODES[args.mode](args, settings, clips)
+    rows = summaries(runs)
+    out = args.out / time.strftime("%Y%m%d-%H%M%S")
+    write_outputs(out, runs, rows, {"mode": args.mode, "clips": len(clips), "notes": notes})
+    print(markdown(rows))
+    for note in notes:
+        print(note)
+    print(f"\nwritten to {out}")
