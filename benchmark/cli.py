@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ref-quality", type=_csv, default=[], help="only these reference qualities, e.g. exact")
     parser.add_argument("--min-duration", type=float, default=0.0, help="only clips at least this long (s)")
     parser.add_argument("--max-clips", type=int, help="at most this many clips, spread over the set")
+    parser.add_argument("--max-per-language", type=int, help="at most this many clips of each language")
     parser.add_argument("--models", type=_csv, default=["tiny.en"], help="comma-separated (default: tiny.en)")
     parser.add_argument("--paths", type=_csv, default=["engine"], help="engine, api (default: engine)")
     parser.add_argument("--mode", choices=["run", "overhead", "scaling"], default="run")

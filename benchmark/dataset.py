@@ -33,6 +33,7 @@ class Filters:
     ref_qualities: frozenset[str] = field(default_factory=frozenset)
     min_duration: float = 0.0
     max_clips: int | None = None
+    max_per_language: int | None = None
 
     def keep(self, clip: Clip) -> bool:
         """True if the clip passes every filter."""
@@ -44,12 +45,22 @@ class Filters:
         )
 
     def apply(self, clips: Iterable[Clip]) -> list[Clip]:
-        """The clips that pass, at most max_clips of them (taken evenly across the set)."""
+        """The clips that pass: at most max_per_language of each language, then max_clips, taken evenly."""
         kept = [clip for clip in clips if self.keep(clip)]
-        if self.max_clips is None or len(kept) <= self.max_clips:
-            return kept
-        step = len(kept) / self.max_clips
-        return [kept[int(index * step)] for index in range(self.max_clips)]
+        if self.max_per_language is not None:
+            languages = dict.fromkeys(clip.language for clip in kept)
+            kept = [
+                c for lang in languages for c in _spread([c for c in kept if c.language == lang], self.max_per_language)
+            ]
+        return _spread(kept, self.max_clips)
+
+
+def _spread(clips: list[Clip], limit: int | None) -> list[Clip]:
+    """At most `limit` clips, taken evenly across the list."""
+    if limit is None or len(clips) <= limit:
+        return clips
+    step = len(clips) / limit
+    return [clips[int(index * step)] for index in range(limit)]
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
