@@ -78,6 +78,7 @@ def select(args: argparse.Namespace) -> list[Clip]:
         ref_qualities=frozenset(args.ref_quality),
         min_duration=args.min_duration,
         max_clips=args.max_clips,
+        max_per_language=args.max_per_language,
     )
     return filters.apply(clips)
 
