@@ -13,7 +13,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
 
-from shared.errors import ServiceUnavailable, WhisperqError
+from shared.errors import ServiceUnavailable, TooManyTasks, WhisperqError
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,10 @@ def error_response(status: int, code: str, message: str, details: list[dict[str,
 
 async def _whisperq_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, WhisperqError)
-    return error_response(exc.http_status, exc.code, exc.message, exc.details)
+    response = error_response(exc.http_status, exc.code, exc.message, exc.details)
+    if isinstance(exc, TooManyTasks):
+        response.headers["Retry-After"] = str(exc.retry_after_s)
+    return response
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

@@ -6,10 +6,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from redis import Redis
 
 from api.errors import install_error_handlers
 from api.routes import audio, health, tasks
+from shared.connection import connect
 from shared.settings import Settings, get_settings
 from shared.storage import UploadStorage
 from shared.store import TaskStore
@@ -21,7 +21,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        redis = Redis.from_url(settings.redis_dsn, socket_connect_timeout=2, socket_timeout=10)
+        redis = connect(settings.redis_dsn, patient=False)
         app.state.redis = redis
         app.state.store = TaskStore(redis, settings.task_ttl_s)
         app.state.storage = UploadStorage(settings.uploads)

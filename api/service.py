@@ -10,7 +10,7 @@ from redis import Redis
 from api.upload import ReceivedForm
 from shared import fleet, queues
 from shared.enums import ResponseFormat, TaskStatus, TaskType
-from shared.errors import InvalidRequest, ModelNotServed, TaskFinished, TaskNotCompleted
+from shared.errors import InvalidRequest, ModelNotServed, TaskFinished, TaskNotCompleted, TooManyTasks
 from shared.formats import render
 from shared.schemas import Source, Task, TaskCreate, TaskPage, TaskPublic, TaskQuery
 from shared.settings import Settings
@@ -34,6 +34,22 @@ def check_model(redis: Redis, model: str, request: TaskCreate) -> None:
         )
 
 
+def check_capacity(redis: Redis, store: TaskStore, settings: Settings, request: TaskCreate | None = None) -> None:
+    """TooManyTasks past the queued-task limits: overall, and for the request's priority once it is known."""
+    if store.queued_count() >= settings.max_queued_tasks:
+        raise TooManyTasks(
+            f"{settings.max_queued_tasks} tasks are queued already; try again later", settings.retry_after_s
+        )
+    limit = settings.max_queued_per_priority.get(request.priority.value) if request else None
+    if request and limit is not None:
+        models = sorted({*fleet.served_models(redis), request.model or settings.default_model})
+        if queues.queued_counts(redis, models)[request.priority.value] >= limit:
+            raise TooManyTasks(
+                f"{limit} {request.priority.value}-priority tasks are queued already; try again later",
+                settings.retry_after_s,
+            )
+
+
 def submit(redis: Redis, store: TaskStore, settings: Settings, form: ReceivedForm) -> Task:
     """Validate the form, then record the task and enqueue its job in one transaction."""
     request = TaskCreate.from_form(form.fields)
@@ -41,6 +57,7 @@ def submit(redis: Redis, store: TaskStore, settings: Settings, form: ReceivedFor
         raise InvalidRequest("send the media either as a file in the form field 'file' or as a 'url', not both")
     model = request.model or settings.default_model
     check_model(redis, model, request)
+    check_capacity(redis, store, settings, request)
     task = Task(
         id=uuid.uuid4().hex,
         status=TaskStatus.QUEUED,
@@ -57,7 +74,7 @@ def submit(redis: Redis, store: TaskStore, settings: Settings, form: ReceivedFor
     pipe = redis.pipeline()
     pipe.multi()  # explicit, so RQ adds its commands to this transaction instead of opening its own
     store.create(task, pipe)
-    queues.enqueue(redis, task, pipe, timeout_s=settings.job_timeout_s, ttl_s=settings.task_ttl_s)
+    queues.enqueue(redis, task, pipe, ttl_s=settings.task_ttl_s)
     pipe.execute()
     return task
 

@@ -107,6 +107,24 @@ class TaskCancelled(WhisperqError):
     http_status = 409
 
 
+class TaskTimeout(WhisperqError):
+    """The task ran past its time limit (a base plus a factor of its audio's duration)."""
+
+    code = "timeout"
+    http_status = 504
+
+
+class TooManyTasks(WhisperqError):
+    """The queues are full; try again later."""
+
+    code = "too_many_tasks"
+    http_status = 429
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class ModelUnavailable(WhisperqError):
     """A worker could not find or download its model."""
 

@@ -41,6 +41,11 @@ def listing_key(token: str) -> str:
     return f"{PREFIX}:listing:{token}"
 
 
+def recovery_lock_key(task_id: str) -> str:
+    """Held for a minute by the janitor that re-enqueues a lost job, so only one does."""
+    return f"{PREFIX}:recovering:{task_id}"
+
+
 def worker_key(worker_id: str) -> str:
     """Hash announcing one live worker (model, device); expires when it stops refreshing."""
     return f"{PREFIX}:worker:{worker_id}"

@@ -9,6 +9,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
 from shared import keys
+from shared.enums import Priority
 from shared.schemas import Task
 
 # The API names the job by its dotted path, so it never imports the engine.
@@ -20,13 +21,16 @@ def task_queue(redis: Redis, task: Task) -> Queue:
     return Queue(keys.queue_name(task.model, task.priority), connection=redis)
 
 
-def enqueue(redis: Redis, task: Task, pipe: Pipeline, timeout_s: int, ttl_s: int) -> None:
-    """Enqueue the task's job inside the caller's transaction; the job id is the task id."""
+def enqueue(redis: Redis, task: Task, pipe: Pipeline, ttl_s: int) -> None:
+    """Enqueue the task's job inside the caller's transaction; the job id is the task id.
+
+    RQ never times the job out: the worker sets a limit from the audio's duration once it knows it.
+    """
     task_queue(redis, task).enqueue_call(
         TRANSCRIBE_JOB,
         args=(task.id,),
         job_id=task.id,
-        timeout=timeout_s,
+        timeout=-1,
         result_ttl=ttl_s,
         failure_ttl=ttl_s,
         pipeline=pipe,
@@ -45,3 +49,34 @@ def remove(redis: Redis, task: Task) -> None:
         Job.fetch(task.id, connection=redis).delete(remove_from_queue=True)
     except NoSuchJobError:
         pass
+
+
+def requeue(redis: Redis, task: Task, ttl_s: int) -> None:
+    """Put a task's job back at the end of its queue, as a fresh RQ job with the same id."""
+    remove(redis, task)
+    pipe = redis.pipeline()
+    pipe.multi()
+    enqueue(redis, task, pipe, ttl_s)
+    pipe.execute()
+
+
+def waiting_ids_of(redis: Redis, queue_names: list[str]) -> set[str]:
+    """Ids of the jobs waiting on these queues."""
+    pipe = redis.pipeline()
+    for name in queue_names:
+        pipe.lrange(Queue(name, connection=redis).key, 0, -1)
+    return {raw.decode() for ids in pipe.execute() for raw in ids}
+
+
+def queued_counts(redis: Redis, models: list[str]) -> dict[str, int]:
+    """Jobs waiting per priority, over the queues of these models."""
+    pipe = redis.pipeline()
+    for model in models:
+        for priority in Priority:
+            pipe.llen(Queue(keys.queue_name(model, priority), connection=redis).key)
+    lengths = iter(pipe.execute())
+    counts = dict.fromkeys((p.value for p in Priority), 0)
+    for _ in models:
+        for priority in Priority:
+            counts[priority.value] += int(next(lengths))
+    return counts

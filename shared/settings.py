@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -39,7 +40,14 @@ class Settings(BaseSettings):
 
     max_media_duration_s: int = Field(default=4 * 3600, gt=0, description="Longest media accepted from a page URL.")
     download_timeout_s: float = Field(default=30.0, gt=0, description="Connect and read timeout for URL downloads.")
-    job_timeout_s: int = Field(default=4 * 3600, gt=0, description="Longest a job may run before it is stopped.")
+    job_timeout_base_s: float = Field(default=300.0, gt=0, description="Job time limit: this base...")
+    job_timeout_factor: float = Field(default=3.0, gt=0, description="...plus this many seconds per second of audio.")
+    max_attempts: int = Field(default=3, ge=1, description="Runs of a task whose worker died before it fails.")
+    max_queued_tasks: int = Field(default=10_000, ge=1, description="Queued tasks past which new ones get 429.")
+    max_queued_per_priority: dict[str, int] = Field(
+        default_factory=dict, description='Per-priority queued limits, as JSON: {"low": 1000}.'
+    )
+    retry_after_s: int = Field(default=30, ge=1, description="Retry-After sent with a 429.")
     task_ttl_s: int = Field(default=7 * 24 * 3600, gt=0, description="How long tasks and results are kept.")
     worker_ttl_s: int = Field(default=30, ge=5, description="A worker not heard from for this long is gone.")
 
@@ -52,6 +60,14 @@ class Settings(BaseSettings):
     def _redis_scheme(cls, value: str | None) -> str | None:
         if value is not None and urlsplit(value).scheme not in {"redis", "rediss", "unix"}:
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("max_queued_per_priority")
+    @classmethod
+    def _priorities(cls, value: dict[str, int]) -> dict[str, int]:
+        unknown = set(value) - {"high", "normal", "low"}
+        if unknown or any(limit < 1 for limit in value.values()):
+            raise ValueError('give limits of at least 1 for high, normal or low, e.g. {"low": 1000}')
         return value
 
     @field_validator("compute_type")
@@ -83,11 +99,21 @@ class Settings(BaseSettings):
             self.model = self.default_model
         return self
 
+    def job_timeout(self, audio_s: float) -> float:
+        """How long a job on this much audio may run."""
+        return self.job_timeout_base_s + self.job_timeout_factor * audio_s
+
     def as_env(self) -> dict[str, str]:
         """These settings as `WHISPERQ_*` variables, for child processes that must share them."""
         env = {}
-        for name, value in self.model_dump(exclude_none=True).items():
-            text = str(value).lower() if isinstance(value, bool) else str(value)
+        for name, value in self.model_dump(mode="json", exclude_none=True).items():
+            text = (
+                json.dumps(value)
+                if isinstance(value, dict)
+                else str(value).lower()
+                if isinstance(value, bool)
+                else str(value)
+            )
             env[f"WHISPERQ_{name.upper()}"] = text
         return env
 

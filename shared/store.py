@@ -21,15 +21,20 @@ _JSON_FIELDS = {"options", "source"}
 # Writes to a task that still exists and has not finished, so a late worker never revives a
 # deleted task nor overwrites a cancelled one. Of the indexed fields only status and language
 # change after creation; their indexes move with them. A result gets the task's remaining TTL.
-# KEYS: task hash, all-tasks set, [result]. ARGV: result, index prefix, field, value, ...
+# With an expected worker, it applies only while the task is still that worker's (so that of
+# several janitors only one recovers a task).
+# KEYS: task hash, all-tasks set, [result]. ARGV: result, index prefix, expected worker or '', field, value, ...
 _UPDATE_ACTIVE = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status or status == 'completed' or status == 'failed' or status == 'cancelled' then
   return 0
 end
+if ARGV[3] ~= '' and redis.call('HGET', KEYS[1], 'worker') ~= ARGV[3] then
+  return 0
+end
 local id = redis.call('HGET', KEYS[1], 'id')
 local score = redis.call('ZSCORE', KEYS[2], id)
-for i = 3, #ARGV, 2 do
+for i = 4, #ARGV, 2 do
   local field, value = ARGV[i], ARGV[i + 1]
   if score and (field == 'status' or field == 'language') then
     local old = redis.call('HGET', KEYS[1], field)
@@ -39,7 +44,7 @@ for i = 3, #ARGV, 2 do
     end
   end
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 if KEYS[3] then
   local ttl = redis.call('PTTL', KEYS[1])
   if ttl > 0 then
@@ -146,7 +151,32 @@ class TaskStore:
 
     def start(self, task: Task, worker: str, status: TaskStatus) -> bool:
         """Mark the task downloading or processing on this worker; False if it is gone or finished."""
-        return self.advance(task.id, status, worker=worker, attempts=task.attempts + 1, progress=0.0)
+        return self._apply(
+            task.id,
+            {
+                "status": status.value,
+                f"{status.value}_at": utcnow().isoformat(),
+                "worker": worker,
+                "attempts": task.attempts + 1,
+                "progress": 0.0,
+            },
+        )
+
+    def running(self) -> list[Task]:
+        """Tasks a worker holds now (downloading or processing)."""
+        pipe = self.redis.pipeline()
+        for status in (TaskStatus.DOWNLOADING, TaskStatus.PROCESSING):
+            pipe.zrange(keys.index_key("status", status.value), 0, -1)
+        return self._many([raw.decode() for ids in pipe.execute() for raw in ids])
+
+    def queued_count(self) -> int:
+        """How many tasks are queued."""
+        return int(self.redis.zcard(keys.index_key("status", TaskStatus.QUEUED.value)))
+
+    def queued_ids(self) -> set[str]:
+        """Ids of every queued task."""
+        members = cast(list[bytes], self.redis.zrange(keys.index_key("status", TaskStatus.QUEUED.value), 0, -1))
+        return {raw.decode() for raw in members}
 
     def active(self, task_id: str) -> bool:
         """True while the task exists and has not finished."""
@@ -160,24 +190,38 @@ class TaskStore:
     def complete(self, task_id: str, transcript: Transcript, processing_seconds: float) -> bool:
         """Store the result and mark the task completed."""
         rtf = processing_seconds / transcript.duration if transcript.duration > 0 else None
-        fields = {
-            "progress": 1.0,
-            "processing_seconds": round(processing_seconds, 3),
-            "real_time_factor": round(rtf, 4) if rtf is not None else None,
-        }
-        return self.advance(task_id, TaskStatus.COMPLETED, result=transcript.model_dump_json(), **fields)
+        return self.advance(
+            task_id,
+            TaskStatus.COMPLETED,
+            result=transcript.model_dump_json(),
+            progress=1.0,
+            processing_seconds=round(processing_seconds, 3),
+            real_time_factor=round(rtf, 4) if rtf is not None else None,
+        )
 
-    def fail(self, task_id: str, code: str, message: str) -> bool:
+    def fail(self, task_id: str, code: str, message: str, expect_worker: str | None = None) -> bool:
         """Mark the task failed with a machine code and a sentence."""
-        return self.advance(task_id, TaskStatus.FAILED, error_code=code, error_message=message)
+        return self.advance(
+            task_id, TaskStatus.FAILED, expect_worker=expect_worker, error_code=code, error_message=message
+        )
 
-    def advance(self, task_id: str, status: TaskStatus, result: str | None = None, **fields: Any) -> bool:
-        """Move an active task to a new status, stamping `<status>_at`, with any other fields."""
+    def advance(
+        self,
+        task_id: str,
+        status: TaskStatus,
+        result: str | None = None,
+        expect_worker: str | None = None,
+        **fields: Any,
+    ) -> bool:
+        """Move an active task (still `expect_worker`'s, if given) to a new status, stamping `<status>_at`."""
         fields.update(status=status.value, **{f"{status.value}_at": utcnow().isoformat()})
-        return self._apply(task_id, fields, result)
+        return self._apply(task_id, fields, result, expect_worker)
 
-    def _apply(self, task_id: str, fields: dict[str, Any], result: str | None = None) -> bool:
+    def _apply(
+        self, task_id: str, fields: dict[str, Any], result: str | None = None, expect_worker: str | None = None
+    ) -> bool:
         present = {key: value for key, value in fields.items() if value is not None}
-        args = [result or "", keys.index_prefix(), *(item for pair in _encode(present).items() for item in pair)]
+        pairs = (item for pair in _encode(present).items() for item in pair)
+        args = [result or "", keys.index_prefix(), expect_worker or "", *pairs]
         task_keys = [keys.task_key(task_id), keys.all_tasks_key()] + ([keys.result_key(task_id)] if result else [])
         return bool(self._update_active(keys=task_keys, args=args))

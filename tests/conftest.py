@@ -156,6 +156,36 @@ def run_worker(settings: Settings) -> Callable[[str], subprocess.CompletedProces
     return run
 
 
+@pytest.fixture
+def start_worker(settings: Settings) -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """Start real worker processes beside the test (burst mode by default); killed at the end if still running."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(model: str = "tiny.en", burst: bool = True, **overrides: Any) -> subprocess.Popen[str]:
+        command = [sys.executable, "-m", "worker", "--model", model, *(["--burst"] if burst else [])]
+        env = worker_env(settings.model_copy(update=overrides))
+        started.append(
+            subprocess.Popen(
+                command, env=env, cwd=PROJECT, text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            )
+        )
+        return started[-1]
+
+    yield start
+    for process in started:
+        process.kill()
+        process.communicate()
+
+
+def wait_for(check: Callable[[], Any], timeout_s: float = 60, every_s: float = 0.05) -> Any:
+    """Poll until `check()` is truthy; its value."""
+    deadline = time.monotonic() + timeout_s
+    while not (value := check()):
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(every_s)
+    return value
+
+
 def submit(api: httpx.Client, path: Path, **fields: Any) -> httpx.Response:
     """POST a media file with form fields to /v1/tasks."""
     with path.open("rb") as handle:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,7 +16,7 @@ from rq import Queue
 from shared import keys
 from shared.enums import Priority
 from shared.settings import Settings
-from tests.conftest import DATA, JFK, PROJECT, submit, worker_env
+from tests.conftest import DATA, JFK, submit
 
 WAV = DATA / "audio" / "fsdd" / "3_theo_0.wav"
 LONG = DATA / "long" / "ljspeech_LJ001_0001-0032_continuous.flac"
@@ -157,31 +156,6 @@ def test_cancel_a_queued_task(api: httpx.Client, models: None, redis: Redis, set
     assert api.get(f"/v1/tasks/{task_id}/result").status_code == 409
 
 
-@pytest.fixture
-def background_worker(settings: Settings) -> Iterator[Callable[[], subprocess.Popen[str]]]:
-    """A burst worker running beside the test, for stopping a job midway."""
-    started: list[subprocess.Popen[str]] = []
-
-    def start() -> subprocess.Popen[str]:
-        command = [sys.executable, "-m", "worker", "--burst", "--model", "tiny.en"]
-        started.append(
-            subprocess.Popen(
-                command,
-                env=worker_env(settings),
-                cwd=PROJECT,
-                text=True,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-            )
-        )
-        return started[-1]
-
-    yield start
-    for process in started:
-        process.kill()
-        process.wait()
-
-
 def wait_until_running(api: httpx.Client, task_id: str) -> dict[str, Any]:
     deadline = time.monotonic() + 60
     while (task := api.get(f"/v1/tasks/{task_id}").json())["progress"] == 0:
@@ -197,12 +171,12 @@ def test_a_running_task_is_stopped_and_the_worker_goes_on(
     api: httpx.Client,
     models: None,
     settings: Settings,
-    background_worker: Callable[[], subprocess.Popen[str]],
+    start_worker: Callable[..., subprocess.Popen[str]],
     how: str,
 ) -> None:
     long_task = submit(api, LONG, priority="high").json()["id"]
     next_task = submit(api, JFK, priority="low").json()["id"]
-    worker = background_worker()
+    worker = start_worker()
     running = wait_until_running(api, long_task)
     assert running["progress"] < 0.5
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import shutil
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +21,7 @@ from redis import Redis
 from shared.errors import MediaTooLong, NoMediaFound
 from shared.settings import Settings
 from shared.store import TaskStore
-from tests.conftest import DATA, JFK, PROJECT, submit, worker_env
+from tests.conftest import DATA, JFK, submit
 from worker.download import _check
 
 pytestmark = pytest.mark.slow
@@ -226,13 +225,17 @@ def test_probing_refuses_media_without_audio_and_invents_nothing_for_music(
 
 @pytest.mark.parametrize("path", ["slow/jfk.flac", "slow.html"])
 def test_cancel_while_downloading_stops_the_download(
-    api: httpx.Client, served: Callable[[str], None], web: str, settings: Settings, path: str
+    api: httpx.Client,
+    served: Callable[[str], None],
+    web: str,
+    settings: Settings,
+    start_worker: Callable[..., subprocess.Popen[str]],
+    path: str,
 ) -> None:
     served("tiny.en")
     task_id = post_url(api, f"{web}/{path}")
     follower = submit(api, DATA / "audio" / "fsdd" / "4_theo_0.wav").json()["id"]
-    command = [sys.executable, "-m", "worker", "--burst", "--model", "tiny.en"]
-    worker = subprocess.Popen(command, env=worker_env(settings), cwd=PROJECT, stderr=subprocess.PIPE, text=True)
+    worker = start_worker()
     try:
         deadline = time.monotonic() + 60
         while task(api, task_id)["status"] != "downloading":

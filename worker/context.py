@@ -21,6 +21,10 @@ class WorkerContext:
     storage: UploadStorage
 
 
+class ColdStop(BaseException):  # noqa: N818 -- a stop, like KeyboardInterrupt, not an error
+    """The worker was told to stop at once; the job in hand is handed back, not failed."""
+
+
 _current: WorkerContext | None = None
 
 

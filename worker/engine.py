@@ -101,6 +101,8 @@ def transcribe(
         segments, info = engine.model.transcribe(str(path), task=task_type.value, **decoding_kwargs(options))
     except av.FFmpegError as exc:
         raise UnsupportedMedia(f"the audio could not be decoded: {exc}") from exc
+    if info.duration <= 0:
+        raise UnsupportedMedia("the media holds no audio samples")
     collected = _collect(segments, info.duration, on_progress)
     return Transcript(
         task=task_type,

@@ -9,9 +9,13 @@ from shared.enums import TaskStatus
 from shared.errors import TaskCancelled, TaskNotFound, WhisperqError
 from shared.schemas import Task
 from worker import context, download, engine
-from worker.context import WorkerContext
+from worker.context import ColdStop, WorkerContext
+from worker.deadline import deadline
 
 log = logging.getLogger(__name__)
+
+# The time limit for media whose container does not say how long it is.
+UNKNOWN_DURATION_S = 3600.0
 
 
 def transcribe(task_id: str) -> None:
@@ -20,10 +24,15 @@ def transcribe(task_id: str) -> None:
     task = _claim(ctx, task_id)
     if task is None:
         return
+    keep_upload = ctx.settings.keep_uploads
     try:
         if task.source.kind == "url":
-            task = _download(ctx, task)
+            with deadline(ctx.settings.job_timeout(ctx.settings.max_media_duration_s)):
+                task = _download(ctx, task)
         _run(ctx, task)
+    except ColdStop:
+        keep_upload = True  # the task goes back on its queue with its media
+        raise
     except WhisperqError as exc:
         log.info("task %s failed: %s (%s)", task_id, exc.message, exc.code)
         ctx.store.fail(task_id, exc.code, exc.message)
@@ -31,7 +40,7 @@ def transcribe(task_id: str) -> None:
         ctx.store.fail(task_id, "internal_error", f"the worker failed unexpectedly: {type(exc).__name__}: {exc}")
         raise
     finally:
-        if task.upload_name and not ctx.settings.keep_uploads:
+        if task.upload_name and not keep_upload:
             ctx.storage.remove(task.upload_name)
 
 
@@ -97,11 +106,13 @@ def _run(ctx: WorkerContext, task: Task) -> None:
     """Probe the media, transcribe it, store the result."""
     assert task.upload_name is not None
     path = ctx.storage.path(task.upload_name)
-    ctx.store.update(task.id, duration=engine.probe(path))
+    duration = engine.probe(path)
+    ctx.store.update(task.id, duration=duration)
     started = time.perf_counter()
-    transcript = engine.transcribe(
-        ctx.engine, path, task.task_type, task.options, on_progress=lambda share: _progress(ctx, task.id, share)
-    )
+    with deadline(ctx.settings.job_timeout(duration if duration is not None else UNKNOWN_DURATION_S)):
+        transcript = engine.transcribe(
+            ctx.engine, path, task.task_type, task.options, on_progress=lambda share: _progress(ctx, task.id, share)
+        )
     ctx.store.update(
         task.id,
         duration=transcript.duration,

@@ -7,28 +7,36 @@ import os
 import socket
 import threading
 import uuid
+from types import FrameType
+from typing import Any
 
 from redis import Redis
 from rq import SimpleWorker
+from rq.worker import WorkerStatus
 
 from shared import fleet, keys
+from shared.connection import connect
+from shared.errors import TaskNotFound
+from shared.recovery import Janitor
 from shared.schemas import WorkerInfo
 from shared.settings import Settings
 from shared.storage import UploadStorage
 from shared.store import TaskStore, utcnow
 from worker import context
+from worker.context import ColdStop
 from worker.engine import Engine, load_engine
 
 log = logging.getLogger(__name__)
 
 
 class Announcer:
-    """Keeps this worker's announcement fresh from a background thread while the worker lives."""
+    """From a background thread while the worker lives: keep its announcement fresh and sweep for lost tasks."""
 
-    def __init__(self, redis: Redis, info: WorkerInfo, ttl_s: int) -> None:
+    def __init__(self, redis: Redis, info: WorkerInfo, ttl_s: int, janitor: Janitor) -> None:
         self.redis = redis
         self.info = info
         self.ttl_s = ttl_s
+        self.janitor = janitor
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="announcer", daemon=True)
 
@@ -44,11 +52,48 @@ class Announcer:
         fleet.withdraw(self.redis, self.info.id)
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.ttl_s / 3):
+        while True:
             try:
                 fleet.announce(self.redis, self.info, self.ttl_s)
+                self.janitor.sweep()
             except Exception:  # Redis may be briefly away; the next round tries again
-                log.warning("could not refresh the worker announcement", exc_info=True)
+                log.warning("worker upkeep failed; trying again shortly", exc_info=True)
+            if self._stop.wait(self.ttl_s / 3):
+                return
+
+
+class Worker(SimpleWorker):
+    """RQ's in-process worker, keeping RQ's heartbeats while a long job runs and handing a job back on a cold stop."""
+
+    interrupted: str | None = None
+
+    def execute_job(self, job: Any, queue: Any) -> None:
+        execution = self.prepare_execution(job)
+        done = threading.Event()
+        beats = threading.Thread(target=self._beat, args=(job, execution, done), name="heartbeat", daemon=True)
+        beats.start()
+        try:
+            self.perform_job(job, queue, execution)
+        finally:
+            done.set()
+            beats.join(timeout=5)
+        self.set_state(WorkerStatus.IDLE)
+
+    def _beat(self, job: Any, execution: Any, done: threading.Event) -> None:
+        # Without these, RQ would take a job running longer than its worker TTL for abandoned.
+        while not done.wait(min(30, self.job_monitoring_interval)):
+            try:
+                self.maintain_heartbeats(job, execution)
+            except Exception:
+                log.warning("could not send the job heartbeat", exc_info=True)
+
+    def request_force_stop(self, signum: int, frame: FrameType | None) -> None:
+        """The second SIGTERM or Ctrl-C: stop at once; the job in hand goes back on its queue."""
+        self.interrupted = self.get_current_job_id()
+        if self.interrupted is None:
+            raise SystemExit()
+        log.warning("cold stop: handing task %s back", self.interrupted)
+        raise ColdStop()
 
 
 def worker_info(worker_id: str, engine: Engine) -> WorkerInfo:
@@ -67,24 +112,28 @@ def worker_info(worker_id: str, engine: Engine) -> WorkerInfo:
 def run(settings: Settings, burst: bool = False) -> None:
     """Serve jobs until stopped (or, in burst mode, until the queues are empty)."""
     engine = load_engine(settings)
-    redis = Redis.from_url(settings.redis_dsn)
+    redis = connect(settings.redis_dsn, patient=True)
     worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    store, storage = TaskStore(redis, settings.task_ttl_s), UploadStorage(settings.uploads)
     context.install(
-        context.WorkerContext(
-            worker_id=worker_id,
-            settings=settings,
-            engine=engine,
-            store=TaskStore(redis, settings.task_ttl_s),
-            storage=UploadStorage(settings.uploads),
-        )
+        context.WorkerContext(worker_id=worker_id, settings=settings, engine=engine, store=store, storage=storage)
     )
-    announcer = Announcer(redis, worker_info(worker_id, engine), settings.worker_ttl_s)
+    janitor = Janitor(redis, store, storage, settings)
+    announcer = Announcer(redis, worker_info(worker_id, engine), settings.worker_ttl_s, janitor)
     announcer.start()
-    log.info(
-        "worker %s serves %s on %s; queues %s", worker_id, engine.name, engine.device, keys.queue_names(engine.name)
-    )
+    queue_names = keys.queue_names(engine.name)
+    log.info("worker %s serves %s on %s; queues %s", worker_id, engine.name, engine.device, queue_names)
+    rq_worker = Worker(queue_names, connection=redis, name=worker_id)
     try:
-        rq_worker = SimpleWorker(keys.queue_names(engine.name), connection=redis, name=worker_id)
         rq_worker.work(burst=burst, with_scheduler=False, logging_level=settings.log_level.upper())
     finally:
         announcer.stop()
+        if rq_worker.interrupted:
+            _hand_back(store, janitor, rq_worker.interrupted, worker_id)
+
+
+def _hand_back(store: TaskStore, janitor: Janitor, task_id: str, worker_id: str) -> None:
+    try:
+        janitor.recover(store.get(task_id), worker_id)
+    except TaskNotFound:
+        pass

@@ -32,6 +32,7 @@ async def create_task(
     request: Request, response: Response, settings: SettingsDep, redis: RedisDep, store: StoreDep, storage: StorageDep
 ) -> TaskPublic:
     """Upload media (or give a URL) and queue it for transcription or translation. / 上传媒体或链接并排队。"""
+    await run_in_threadpool(service.check_capacity, redis, store, settings)
     form = await receive_form(request, storage, settings.max_upload_bytes)
     try:
         task = await run_in_threadpool(service.submit, redis, store, settings, form)
