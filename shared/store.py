@@ -44,7 +44,9 @@ for i = 4, #ARGV, 2 do
     end
   end
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+if #ARGV >= 4 then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+end
 if KEYS[3] then
   local ttl = redis.call('PTTL', KEYS[1])
   if ttl > 0 then

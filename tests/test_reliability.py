@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import signal
+import socket
+import struct
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import av
 import httpx
 import pytest
 from redis import Redis
@@ -173,3 +176,134 @@ def test_redis_restart_loses_nothing_and_everyone_recovers(
         assert "ask not what your country" in task(api, queued_id)["result"]["text"]
     survivor.send_signal(signal.SIGTERM)
     assert survivor.wait(timeout=30) == 0
+
+
+def test_back_pressure_answers_429_and_writes_nothing(
+    api_factory: Callable[..., httpx.Client], tiny: None, settings: Settings, redis: Redis
+) -> None:
+    api = api_factory(max_queued_tasks=2, retry_after_s=17)
+    assert [submit(api, DIGIT).status_code for _ in range(2)] == [202, 202]
+    keys_before = sorted(redis.keys("*"))
+    refused = submit(api, DIGIT)
+    assert refused.status_code == 429 and refused.headers["retry-after"] == "17"
+    assert refused.json()["error"]["code"] == "too_many_tasks"
+    assert sorted(redis.keys("*")) == keys_before
+    assert len(list(settings.uploads.iterdir())) == 2
+    assert api.get("/v1/tasks").json()["total"] == 2
+
+
+def test_back_pressure_per_priority(api_factory: Callable[..., httpx.Client], tiny: None, settings: Settings) -> None:
+    api = api_factory(max_queued_per_priority={"low": 1})
+    assert submit(api, DIGIT, priority="low").status_code == 202
+    refused = submit(api, DIGIT, priority="low")
+    assert refused.status_code == 429 and "low-priority" in refused.json()["error"]["message"]
+    assert submit(api, DIGIT, priority="high").status_code == 202
+    assert len(list(settings.uploads.iterdir())) == 2
+
+
+def test_time_limit_scales_with_the_audio() -> None:
+    settings = Settings(_env_file=None, job_timeout_base_s=60, job_timeout_factor=2)  # type: ignore[call-arg]
+    assert settings.job_timeout(0) == 60 and settings.job_timeout(1200) == 2460
+
+
+@pytest.mark.slow
+def test_a_job_past_its_time_limit_fails_and_the_worker_goes_on(
+    api: httpx.Client, tiny: None, start_worker: StartWorker
+) -> None:
+    slow = submit(api, LONG).json()["id"]
+    quick = submit(api, JFK).json()["id"]
+    # 3 s + 0.01 s per audio second: JFK gets 3.1 s (needs about 1), the 222 s file 5.2 s (needs about 10).
+    assert start_worker(job_timeout_base_s=3, job_timeout_factor=0.01).wait(timeout=120) == 0
+    timed_out = task(api, slow)
+    assert timed_out["status"] == "failed" and timed_out["error"]["code"] == "timeout"
+    assert "5-second time limit" in timed_out["error"]["message"]
+    assert task(api, quick)["status"] == "completed"
+
+
+def wav_header(data_bytes: int, rate: int = 16000) -> bytes:
+    """A 16-bit mono WAV header announcing `data_bytes` of samples."""
+    return (
+        b"RIFF"
+        + struct.pack("<I", 36 + data_bytes)
+        + b"WAVEfmt "
+        + struct.pack("<IHHIIHH", 16, 1, 1, rate, rate * 2, 2, 16)
+        + b"data"
+        + struct.pack("<I", data_bytes)
+    )
+
+
+def mp3_of(source: Path, target: Path) -> None:
+    with av.open(str(source)) as inp, av.open(str(target), "w", format="mp3") as out:
+        stream = out.add_stream("libmp3lame", rate=16000)
+        for frame in inp.decode(audio=0):
+            frame.pts = None
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+
+
+@pytest.mark.slow
+def test_bad_media_accepted_by_the_api_fails_or_is_bounded_and_the_worker_goes_on(
+    api: httpx.Client, tiny: None, start_worker: StartWorker, tmp_path: Path, settings: Settings
+) -> None:
+    full = tmp_path / "jfk.mp3"
+    mp3_of(JFK, full)
+    truncated = tmp_path / "truncated.mp3"
+    truncated.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    one_second = DIGIT.read_bytes()[44:][:16000]
+    liar = tmp_path / "ten-hours.wav"
+    liar.write_bytes(wav_header(10 * 3600 * 16000 * 2) + one_second)
+    empty = tmp_path / "zero-length.wav"
+    empty.write_bytes(wav_header(0))
+    garbage = tmp_path / "garbage.flac"
+    garbage.write_bytes(b"fLaC" + bytes(range(256)) * 40)
+
+    ids = {
+        name: submit(api, path).json()["id"]
+        for name, path in {
+            "truncated": truncated,
+            "liar": liar,
+            "empty": empty,
+            "garbage": garbage,
+            "real": JFK,
+        }.items()
+    }
+    assert start_worker().wait(timeout=120) == 0
+    result = {name: task(api, task_id) for name, task_id in ids.items()}
+
+    assert result["empty"]["error"]["code"] == "unsupported_media", result["empty"]["error"]
+    assert "no audio samples" in result["empty"]["error"]["message"]
+    assert result["garbage"]["error"]["code"] == "unsupported_media"
+    # A cut-off MP3 is transcribed as far as it goes; a header that claims ten hours yields only what is there.
+    assert result["truncated"]["status"] == "completed" and result["truncated"]["duration"] < 7
+    assert result["truncated"]["result"]["text"].lower().startswith("and so my fellow americans")
+    assert result["liar"]["status"] == "completed" and result["liar"]["duration"] < 2
+    assert result["real"]["status"] == "completed" and "ask not what your country" in result["real"]["result"]["text"]
+    assert all("Traceback" not in str(t["error"]) for t in result.values())
+    assert list(settings.uploads.iterdir()) == []
+
+
+def test_an_upload_cut_off_midway_leaves_no_task_and_no_file(api: httpx.Client, tiny: None, settings: Settings) -> None:
+    host, port = api.base_url.host, api.base_url.port
+    head = (
+        b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="jfk.flac"\r\n\r\n'
+        + JFK.read_bytes()[:300_000]
+    )
+    request = (
+        f"POST /v1/tasks HTTP/1.1\r\nHost: {host}\r\nContent-Type: multipart/form-data; boundary=xyz\r\n"
+        f"Content-Length: {len(head) + 900_000}\r\n\r\n"
+    ).encode()
+    with socket.create_connection((host, port)) as connection:
+        connection.sendall(request + head)
+        wait_for(lambda: list(settings.uploads.glob("*.part")), timeout_s=10)
+    wait_for(lambda: list(settings.uploads.iterdir()) == [], timeout_s=10)
+    assert api.get("/v1/tasks").json()["total"] == 0
+
+
+def test_a_broken_multipart_body_is_400(api: httpx.Client, tiny: None, settings: Settings) -> None:
+    response = api.post(
+        "/v1/tasks",
+        content=b"--xyz\r\nnot a header line\r\n\r\nbody",
+        headers={"content-type": "multipart/form-data; boundary=xyz"},
+    )
+    assert response.status_code == 400 and response.json()["error"]["code"] == "malformed_request"
+    assert list(settings.uploads.iterdir()) == []

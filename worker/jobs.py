@@ -119,5 +119,7 @@ def _run(ctx: WorkerContext, task: Task) -> None:
         language=transcript.language,
         language_probability=transcript.language_probability,
     )
-    ctx.store.complete(task.id, transcript, time.perf_counter() - started)
-    log.info("task %s completed: %.1f s of audio", task.id, transcript.duration)
+    if ctx.store.complete(task.id, transcript, time.perf_counter() - started):
+        log.info("task %s completed: %.1f s of audio", task.id, transcript.duration)
+    else:
+        log.warning("task %s: result discarded, the task had finished or gone meanwhile", task.id)
