@@ -7,6 +7,8 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 from redis import Redis
 
+from api.auth import Caller, authenticate
+from api.service import TaskService
 from shared.settings import Settings
 from shared.storage import UploadStorage
 from shared.store import TaskStore
@@ -36,6 +38,18 @@ def get_storage(request: Request) -> UploadStorage:
     return storage
 
 
+CallerDep = Annotated[Caller, Depends(authenticate)]
+
+
+def get_tasks(request: Request, caller: CallerDep) -> TaskService:
+    """The task service for this request's caller."""
+    state = request.app.state
+    return TaskService(
+        redis=state.redis, store=state.store, storage=state.storage, settings=state.settings, caller=caller
+    )
+
+
+TasksDep = Annotated[TaskService, Depends(get_tasks)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RedisDep = Annotated[Redis, Depends(get_redis)]
 StoreDep = Annotated[TaskStore, Depends(get_store)]

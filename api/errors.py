@@ -13,7 +13,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
 
-from shared.errors import ServiceUnavailable, TooManyTasks, WhisperqError
+from shared.errors import ServiceUnavailable, TooManyTasks, Unauthorized, WhisperqError
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,8 @@ async def _whisperq_error(request: Request, exc: Exception) -> JSONResponse:
     response = error_response(exc.http_status, exc.code, exc.message, exc.details)
     if isinstance(exc, TooManyTasks):
         response.headers["Retry-After"] = str(exc.retry_after_s)
+    if isinstance(exc, Unauthorized):
+        response.headers["WWW-Authenticate"] = "Bearer"
     return response
 
 

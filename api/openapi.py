@@ -13,6 +13,36 @@ FILE_DESCRIPTION = (
 )
 
 
+class ErrorDetail(BaseModel):
+    """What went wrong, for machines (code) and people (message)."""
+
+    code: str
+    message: str
+    details: list[dict[str, Any]] | None = None
+
+
+class ErrorBody(BaseModel):
+    """Every error answer's body."""
+
+    error: ErrorDetail
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": text}
+    for status, text in {
+        400: "Malformed request. / 请求格式错误。",
+        401: "Missing or invalid API key. / 缺少或无效的 API 密钥。",
+        404: "No such task (or not yours). / 任务不存在。",
+        409: "Not possible in the task's state. / 任务状态不允许。",
+        413: "Upload too large. / 上传文件过大。",
+        415: "Not audio or video. / 不是音视频。",
+        422: "Invalid field values. / 字段值无效。",
+        429: "Too many requests or queued tasks; see Retry-After. / 请求或排队任务过多。",
+        503: "The task database is unreachable. / 数据库不可用。",
+    }.items()
+}
+
+
 def _property(field: Any) -> dict[str, Any]:
     default = field.get_default(call_default_factory=True)
     schema: dict[str, Any] = {"type": "string", "description": field.description or ""}

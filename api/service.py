@@ -1,17 +1,20 @@
-"""What the task routes do, as plain blocking functions (the routes run them off the event loop)."""
+"""What the task routes do, for one caller, as plain blocking methods (the routes run them off the event loop)."""
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from redis import Redis
 
+from api.auth import Caller
 from api.upload import ReceivedForm
 from shared import fleet, queues
 from shared.enums import ResponseFormat, TaskStatus, TaskType
-from shared.errors import InvalidRequest, ModelNotServed, TaskFinished, TaskNotCompleted, TooManyTasks
+from shared.errors import InvalidRequest, ModelNotServed, TaskFinished, TaskNotCompleted, TaskNotFound, TooManyTasks
 from shared.formats import render
+from shared.netguard import Policy
 from shared.schemas import Source, Task, TaskCreate, TaskPage, TaskPublic, TaskQuery
 from shared.settings import Settings
 from shared.storage import UploadStorage
@@ -34,51 +37,6 @@ def check_model(redis: Redis, model: str, request: TaskCreate) -> None:
         )
 
 
-def check_capacity(redis: Redis, store: TaskStore, settings: Settings, request: TaskCreate | None = None) -> None:
-    """TooManyTasks past the queued-task limits: overall, and for the request's priority once it is known."""
-    if store.queued_count() >= settings.max_queued_tasks:
-        raise TooManyTasks(
-            f"{settings.max_queued_tasks} tasks are queued already; try again later", settings.retry_after_s
-        )
-    limit = settings.max_queued_per_priority.get(request.priority.value) if request else None
-    if request and limit is not None:
-        models = sorted({*fleet.served_models(redis), request.model or settings.default_model})
-        if queues.queued_counts(redis, models)[request.priority.value] >= limit:
-            raise TooManyTasks(
-                f"{limit} {request.priority.value}-priority tasks are queued already; try again later",
-                settings.retry_after_s,
-            )
-
-
-def submit(redis: Redis, store: TaskStore, settings: Settings, form: ReceivedForm) -> Task:
-    """Validate the form, then record the task and enqueue its job in one transaction."""
-    request = TaskCreate.from_form(form.fields)
-    if (form.upload is None) == (request.url is None):
-        raise InvalidRequest("send the media either as a file in the form field 'file' or as a 'url', not both")
-    model = request.model or settings.default_model
-    check_model(redis, model, request)
-    check_capacity(redis, store, settings, request)
-    task = Task(
-        id=uuid.uuid4().hex,
-        status=TaskStatus.QUEUED,
-        task_type=request.task_type,
-        priority=request.priority,
-        model=model,
-        options=request.options,
-        language=request.options.language,
-        callback_url=request.callback_url,
-        created_at=utcnow(),
-        source=_source(form, request.url),
-        upload_name=form.upload.name if form.upload else None,
-    )
-    pipe = redis.pipeline()
-    pipe.multi()  # explicit, so RQ adds its commands to this transaction instead of opening its own
-    store.create(task, pipe)
-    queues.enqueue(redis, task, pipe, ttl_s=settings.task_ttl_s)
-    pipe.execute()
-    return task
-
-
 def _source(form: ReceivedForm, url: str | None) -> Source:
     if form.upload is None:
         return Source(kind="url", url=url)
@@ -91,61 +49,130 @@ def _source(form: ReceivedForm, url: str | None) -> Source:
     )
 
 
-def describe(redis: Redis, store: TaskStore, task_id: str) -> TaskPublic:
-    """A task's public view: its queue position while queued, its result once completed."""
-    task = store.get(task_id)
-    position = queues.position(redis, task) if task.status is TaskStatus.QUEUED else None
-    result = store.result(task_id) if task.status is TaskStatus.COMPLETED else None
-    return TaskPublic.build(task, position, result)
+@dataclass(frozen=True)
+class TaskService:
+    """Tasks as one caller sees them: its own, or everyone's for an admin key."""
 
+    redis: Redis
+    store: TaskStore
+    storage: UploadStorage
+    settings: Settings
+    caller: Caller
 
-def result(store: TaskStore, task_id: str, fmt: ResponseFormat) -> tuple[str, str]:
-    """A completed task's result rendered in one format, with its media type."""
-    task = store.get(task_id)
-    if task.status is not TaskStatus.COMPLETED:
-        raise TaskNotCompleted(f"task {task_id} is {task.status.value}; its result exists once it is completed")
-    transcript = store.result(task_id)
-    if transcript is None:
-        raise TaskNotCompleted(f"the result of task {task_id} is no longer stored")
-    return render(transcript, fmt)
+    def check_capacity(self, request: TaskCreate | None = None) -> None:
+        """TooManyTasks past the queued-task limits: overall, the caller's, and per priority once known."""
+        retry = self.settings.retry_after_s
+        if self.store.queued_count() >= self.settings.max_queued_tasks:
+            raise TooManyTasks(f"{self.settings.max_queued_tasks} tasks are queued already; try again later", retry)
+        key = self.caller.key
+        if key and key.max_queued is not None and self.store.queued_count(owner=self.caller.name) >= key.max_queued:
+            raise TooManyTasks(f"your key may have {key.max_queued} tasks queued at once; try again later", retry)
+        limit = self.settings.max_queued_per_priority.get(request.priority.value) if request else None
+        if request and limit is not None:
+            models = sorted({*fleet.served_models(self.redis), request.model or self.settings.default_model})
+            if queues.queued_counts(self.redis, models)[request.priority.value] >= limit:
+                raise TooManyTasks(f"{limit} {request.priority.value}-priority tasks are queued already", retry)
 
+    def submit(self, form: ReceivedForm) -> Task:
+        """Validate the form, then record the task and enqueue its job in one transaction."""
+        request = TaskCreate.from_form(form.fields)
+        if (form.upload is None) == (request.url is None):
+            raise InvalidRequest("send the media either as a file in the form field 'file' or as a 'url', not both")
+        policy = Policy(self.settings.allowed_hosts)
+        for url in (request.url, request.callback_url):
+            if url:
+                policy.check_url(url)
+        model = request.model or self.settings.default_model
+        check_model(self.redis, model, request)
+        self.check_capacity(request)
+        task = Task(
+            id=uuid.uuid4().hex,
+            status=TaskStatus.QUEUED,
+            task_type=request.task_type,
+            priority=request.priority,
+            model=model,
+            options=request.options,
+            language=request.options.language,
+            callback_url=request.callback_url,
+            owner=self.caller.name,
+            created_at=utcnow(),
+            source=_source(form, request.url),
+            upload_name=form.upload.name if form.upload else None,
+        )
+        pipe = self.redis.pipeline()
+        pipe.multi()  # explicit, so RQ adds its commands to this transaction instead of opening its own
+        self.store.create(task, pipe)
+        queues.enqueue(self.redis, task, pipe, ttl_s=self.settings.task_ttl_s)
+        pipe.execute()
+        return task
 
-def list_tasks(store: TaskStore, query: TaskQuery, page_url: str) -> TaskPage:
-    """A page of tasks, newest first, with the URL of the next page."""
-    tasks, total = store.find(query)
-    following = query.offset + query.limit
-    next_url = None
-    if following < total:
-        params = query.model_dump(mode="json", exclude_none=True) | {"offset": following}
-        next_url = f"{page_url}?{urlencode(params)}"
-    return TaskPage(
-        tasks=[TaskPublic.build(task, None, None) for task in tasks],
-        total=total,
-        limit=query.limit,
-        offset=query.offset,
-        next=next_url,
-    )
+    def get(self, task_id: str) -> Task:
+        """The task, if the caller may see it; TaskNotFound otherwise, exactly as for a task that does not exist."""
+        task = self.store.get(task_id)
+        if not self.caller.may_see(task.owner):
+            raise TaskNotFound(f"no task with id {task_id!r}")
+        return task
 
+    def describe(self, task_id: str) -> TaskPublic:
+        """A task's public view: its queue position while queued, its result once completed."""
+        task = self.get(task_id)
+        position = queues.position(self.redis, task) if task.status is TaskStatus.QUEUED else None
+        result = self.store.result(task_id) if task.status is TaskStatus.COMPLETED else None
+        return TaskPublic.build(task, position, result, self.store.deliveries(task_id))
 
-def cancel(redis: Redis, store: TaskStore, storage: UploadStorage, task_id: str) -> TaskPublic:
-    """Stop a queued or running task and keep it as cancelled."""
-    task = store.get(task_id)
-    if task.status.finished or not store.cancel(task_id):
-        raise TaskFinished(f"task {task_id} has already finished ({store.get(task_id).status.value})")
-    _release(redis, storage, task)
-    return describe(redis, store, task_id)
+    def result(self, task_id: str, fmt: ResponseFormat) -> tuple[str, str]:
+        """A completed task's result rendered in one format, with its media type."""
+        task = self.get(task_id)
+        if task.status is not TaskStatus.COMPLETED:
+            raise TaskNotCompleted(f"task {task_id} is {task.status.value}; its result exists once it is completed")
+        transcript = self.store.result(task_id)
+        if transcript is None:
+            raise TaskNotCompleted(f"the result of task {task_id} is no longer stored")
+        return render(transcript, fmt)
 
+    def list(self, query: TaskQuery, page_url: str) -> TaskPage:
+        """A page of the caller's tasks (everyone's for an admin), newest first, with the next page's URL."""
+        tasks, total = self.store.find(query, owner=None if self.caller.admin else self.caller.name)
+        following = query.offset + query.limit
+        next_url = None
+        if following < total:
+            params = query.model_dump(mode="json", exclude_none=True) | {"offset": following}
+            next_url = f"{page_url}?{urlencode(params)}"
+        return TaskPage(
+            tasks=[TaskPublic.build(task, None, None) for task in tasks],
+            total=total,
+            limit=query.limit,
+            offset=query.offset,
+            next=next_url,
+        )
 
-def delete(redis: Redis, store: TaskStore, storage: UploadStorage, task_id: str) -> None:
-    """Remove a task everywhere: its job, its files, its result and its index entries."""
-    task = store.get(task_id)
-    store.delete(task)
-    _release(redis, storage, task)
+    def cancel(self, task_id: str) -> TaskPublic:
+        """Stop a queued or running task and keep it as cancelled."""
+        task = self.get(task_id)
+        if task.status.finished or not self.store.cancel(task_id):
+            raise TaskFinished(f"task {task_id} has already finished ({self.store.get(task_id).status.value})")
+        self._release(task)
+        return self.describe(task_id)
 
+    def delete(self, task_id: str) -> None:
+        """Remove a task everywhere: its job, its files, its result, its deliveries and its index entries."""
+        task = self.get(task_id)
+        self.store.delete(task)
+        self._release(task)
 
-def _release(redis: Redis, storage: UploadStorage, task: Task) -> None:
-    """Take the job off its queue and the media off the volume; a running worker stops at its next segment."""
-    if task.status not in (TaskStatus.PROCESSING, TaskStatus.DOWNLOADING):
-        queues.remove(redis, task)
-    if task.upload_name:
-        storage.remove(task.upload_name)
+    def redeliver(self, task_id: str) -> TaskPublic:
+        """Send the task's callback again (for a finished task with a callback URL)."""
+        task = self.get(task_id)
+        if not task.callback_url:
+            raise InvalidRequest(f"task {task_id} has no callback_url")
+        if not task.status.finished:
+            raise TaskNotCompleted(f"task {task_id} is {task.status.value}; callbacks are sent once it has finished")
+        self.store.schedule_callback(task_id)
+        return self.describe(task_id)
+
+    def _release(self, task: Task) -> None:
+        """Take the job off its queue and the media off the volume; a running worker stops at its next segment."""
+        if task.status not in (TaskStatus.PROCESSING, TaskStatus.DOWNLOADING):
+            queues.remove(self.redis, task)
+        if task.upload_name:
+            self.storage.remove(task.upload_name)

@@ -147,6 +147,13 @@ def report(
         f"completed after a retry: {retried}"
     )
     print(f"results identical to a clean engine run: {matching} of {len(completed)}")
+    for t in completed:
+        clip = ids[t["id"]]
+        if t["result"]["text"] != clean[clip.id]:
+            print(
+                f"  differs: {clip.id} (attempts {t['attempts']}): clean {clean[clip.id]!r}, "
+                f"chaos {t['result']['text']!r}, reference {clip.reference!r}"
+            )
 
 
 def chaos(args: argparse.Namespace) -> None:

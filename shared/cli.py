@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
+import json
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -15,7 +19,7 @@ from typing import IO, Any
 import httpx
 
 from shared.redis_server import RedisServer
-from shared.settings import Settings
+from shared.settings import Settings, env_example
 
 READY_TIMEOUT_S = 600.0
 
@@ -47,6 +51,26 @@ def cmd_api(args: argparse.Namespace) -> int:
     settings = Settings(**_overrides(args, "api_host", "api_port"))
     _configure_logging(settings)
     uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level=settings.log_level)
+    return 0
+
+
+def cmd_env_example(args: argparse.Namespace) -> int:
+    """Print .env.example: every setting with its default."""
+    print(env_example(), end="")
+    return 0
+
+
+def cmd_new_key(args: argparse.Namespace) -> int:
+    """Print a new API key (shown once) and the WHISPERQ_API_KEYS entry that holds only its hash."""
+    key = "wq_" + secrets.token_urlsafe(32)
+    entry = {
+        "name": args.name,
+        "sha256": hashlib.sha256(key.encode()).hexdigest(),
+        "admin": args.admin,
+        "webhook_secret": "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode(),
+    }
+    print(f"API key for {args.name} (give it to them; it is not stored anywhere): {key}")
+    print(f"add to WHISPERQ_API_KEYS: {json.dumps(entry)}")
     return 0
 
 
@@ -177,6 +201,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="run the benchmark (python -m benchmark --help)", add_help=False)
     bench.add_argument("bench_args", nargs=argparse.REMAINDER)
     bench.set_defaults(handler=cmd_bench)
+
+    example = commands.add_parser("env-example", help="print every setting with its default (.env.example)")
+    example.set_defaults(handler=cmd_env_example)
+
+    new_key = commands.add_parser("new-key", help="make an API key and print its settings entry")
+    new_key.add_argument("name", help="the key's owner name")
+    new_key.add_argument("--admin", action="store_true", help="the key sees every task")
+    new_key.set_defaults(handler=cmd_new_key)
 
     worker = commands.add_parser("worker", help="run one worker")
     worker.add_argument("--model", help="model to serve")

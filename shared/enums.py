@@ -21,6 +21,14 @@ class TaskStatus(str, Enum):
         return self in {TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED}
 
 
+class CallbackStatus(str, Enum):
+    """Where a task's completion notice stands."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
 class Priority(str, Enum):
     """Queue priority, highest first (workers listen in this order)."""
 

@@ -58,6 +58,13 @@ class NoAudioStream(UnsupportedMedia):
     code = "no_audio_stream"
 
 
+class UnsafeUrl(WhisperqError):
+    """A URL whose scheme or address the service must not reach (SSRF protection)."""
+
+    code = "unsafe_url"
+    http_status = 422
+
+
 class DownloadFailed(WhisperqError):
     """The media at a URL could not be fetched."""
 
@@ -115,7 +122,7 @@ class TaskTimeout(WhisperqError):
 
 
 class TooManyTasks(WhisperqError):
-    """The queues are full; try again later."""
+    """The queues (or the caller's share of them) are full; try again later."""
 
     code = "too_many_tasks"
     http_status = 429
@@ -123,6 +130,19 @@ class TooManyTasks(WhisperqError):
     def __init__(self, message: str, retry_after_s: int) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class RateLimited(TooManyTasks):
+    """The caller sent more requests this minute than its key allows."""
+
+    code = "rate_limited"
+
+
+class Unauthorized(WhisperqError):
+    """No valid API key was sent where one is needed."""
+
+    code = "unauthorized"
+    http_status = 401
 
 
 class ModelUnavailable(WhisperqError):

@@ -18,7 +18,7 @@ def result_key(task_id: str) -> str:
 
 
 # Task fields with a listing index each: a sorted set of task ids scored by creation time.
-INDEXED_FIELDS = ("status", "priority", "task_type", "model", "language")
+INDEXED_FIELDS = ("status", "priority", "task_type", "model", "language", "owner")
 
 
 def index_prefix() -> str:
@@ -44,6 +44,26 @@ def listing_key(token: str) -> str:
 def recovery_lock_key(task_id: str) -> str:
     """Held for a minute by the janitor that re-enqueues a lost job, so only one does."""
     return f"{PREFIX}:recovering:{task_id}"
+
+
+def callbacks_due_key() -> str:
+    """Task ids whose callback is due, scored by when (ms): the callback queue."""
+    return f"{PREFIX}:callbacks:due"
+
+
+def callbacks_leased_key() -> str:
+    """Task ids whose callback a worker is delivering, scored by when its lease ends (ms)."""
+    return f"{PREFIX}:callbacks:leased"
+
+
+def deliveries_key(task_id: str) -> str:
+    """Every callback attempt of a task, oldest first (JSON)."""
+    return f"{PREFIX}:deliveries:{task_id}"
+
+
+def rate_key(owner: str, window: int) -> str:
+    """Requests of one API key in one minute."""
+    return f"{PREFIX}:rate:{owner}:{window}"
 
 
 def worker_key(worker_id: str) -> str:

@@ -33,6 +33,7 @@ class Janitor:
         live = {worker.id for worker in fleet.live_workers(self.redis)}
         orphans = [task for task in self.store.running() if task.worker not in live]
         recovered = [task.id for task in orphans if self.recover(task, task.worker or "")]
+        self.store.release_expired_leases()
         return recovered + self._requeue_lost_jobs()
 
     def recover(self, task: Task, worker: str) -> bool:

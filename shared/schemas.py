@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from shared.enums import Priority, ResponseFormat, TaskStatus, TaskType
+from shared.enums import CallbackStatus, Priority, ResponseFormat, TaskStatus, TaskType
 from shared.errors import InvalidRequest
 from shared.languages import to_code
 
@@ -368,6 +368,9 @@ class Task(BaseModel):
     options: TranscribeOptions
     source: Source
     callback_url: str | None = None
+    callback_status: CallbackStatus | None = None
+    callback_attempts: int = 0
+    owner: str = "anonymous"
     upload_name: str | None = Field(default=None, description="Server-chosen name on the upload volume; not shown.")
     progress: float = 0.0
     created_at: datetime
@@ -385,6 +388,24 @@ class Task(BaseModel):
     worker: str | None = None
     error_code: str | None = None
     error_message: str | None = None
+
+
+class Delivery(BaseModel):
+    """One attempt to deliver a task's callback."""
+
+    at: datetime
+    event: str
+    status_code: int | None = Field(description="The receiver's HTTP status; null when none was received.")
+    error: str | None = None
+    duration_ms: int
+
+
+class CallbackInfo(BaseModel):
+    """Where a task's completion notice goes and how its delivery went."""
+
+    url: str
+    status: CallbackStatus | None = Field(description="pending, delivered or failed; null until the task ends.")
+    deliveries: list[Delivery]
 
 
 class ErrorInfo(BaseModel):
@@ -405,6 +426,7 @@ class TaskPublic(BaseModel):
     options: TranscribeOptions
     source: Source
     callback_url: str | None
+    callback: CallbackInfo | None = Field(description="The callback and its deliveries; in listings, without them.")
     progress: float = Field(description="Share of the audio transcribed, 0 to 1.")
     queue_position: int | None = Field(description="While queued: 1 means next on its queue.")
     created_at: datetime
@@ -422,12 +444,22 @@ class TaskPublic(BaseModel):
     result_formats: list[ResponseFormat] | None = Field(description="Formats the result can be fetched in.")
 
     @classmethod
-    def build(cls, task: Task, queue_position: int | None, result: Transcript | None) -> TaskPublic:
+    def build(
+        cls,
+        task: Task,
+        queue_position: int | None,
+        result: Transcript | None,
+        deliveries: list[Delivery] | None = None,
+    ) -> TaskPublic:
         """The public view of a stored task."""
         finished = task.completed_at or task.failed_at or task.cancelled_at
         error = ErrorInfo(code=task.error_code, message=task.error_message or "") if task.error_code else None
+        callback = None
+        if task.callback_url:
+            callback = CallbackInfo(url=task.callback_url, status=task.callback_status, deliveries=deliveries or [])
         return cls(
             **task.model_dump(include=_SHARED_FIELDS),
+            callback=callback,
             queue_position=queue_position,
             started_at=task.processing_at,
             finished_at=finished,

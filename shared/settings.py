@@ -8,10 +8,23 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+
+
+class ApiKey(BaseModel):
+    """One API key, configured by the SHA-256 of the key (`whisperq hash-key` prints it), never the key."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.@-]+$")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    admin: bool = False
+    webhook_secret: str | None = Field(default=None, pattern=r"^whsec_[A-Za-z0-9+/=]{16,}$")
+    requests_per_minute: int | None = Field(default=None, ge=1)
+    max_queued: int | None = Field(default=None, ge=1)
 
 
 class Settings(BaseSettings):
@@ -38,6 +51,26 @@ class Settings(BaseSettings):
     cpu_threads: int = Field(default=0, ge=0, description="CPU threads per worker; 0 lets CTranslate2 choose.")
     allow_download: bool = Field(default=True, description="Let workers download models from the model hub.")
 
+    api_keys: list[ApiKey] = Field(
+        default_factory=list, description='API keys as JSON: [{"name": "alice", "sha256": "...", "admin": false}].'
+    )
+    require_api_key: bool = Field(default=False, description="Refuse requests without a valid API key.")
+    webhook_secret: str | None = Field(
+        default=None, description="Signs callbacks of tasks whose key has no secret of its own (whsec_...)."
+    )
+    public_url: str | None = Field(
+        default=None, description="The API's address as clients reach it, for links in callbacks."
+    )
+    callback_include_result: bool = Field(default=True, description="Put the transcript in callback bodies.")
+    callback_max_attempts: int = Field(default=8, ge=1, description="Delivery attempts of one callback.")
+    callback_backoff_s: float = Field(
+        default=30.0, gt=0, description="First retry delay; it doubles each attempt, with jitter."
+    )
+    callback_timeout_s: float = Field(default=10.0, gt=0, description="Time a receiver has to answer.")
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description='Hosts or networks that URLs may reach although not public, as JSON: ["media.internal"].',
+    )
     max_media_duration_s: int = Field(default=4 * 3600, gt=0, description="Longest media accepted from a page URL.")
     download_timeout_s: float = Field(default=30.0, gt=0, description="Connect and read timeout for URL downloads.")
     job_timeout_base_s: float = Field(default=300.0, gt=0, description="Job time limit: this base...")
@@ -70,6 +103,13 @@ class Settings(BaseSettings):
             raise ValueError('give limits of at least 1 for high, normal or low, e.g. {"low": 1000}')
         return value
 
+    @field_validator("api_keys")
+    @classmethod
+    def _unique_keys(cls, value: list[ApiKey]) -> list[ApiKey]:
+        if len({key.name for key in value}) != len(value) or len({key.sha256 for key in value}) != len(value):
+            raise ValueError("API key names and hashes must be unique")
+        return value
+
     @field_validator("compute_type")
     @classmethod
     def _compute_type(cls, value: str) -> str:
@@ -88,6 +128,12 @@ class Settings(BaseSettings):
         if value not in allowed:
             raise ValueError(f"must be one of {', '.join(sorted(allowed))}")
         return value
+
+    @model_validator(mode="after")
+    def _keys_when_required(self) -> Settings:
+        if self.require_api_key and not self.api_keys:
+            raise ValueError("require_api_key is on but no api_keys are configured")
+        return self
 
     @model_validator(mode="after")
     def _derived_paths(self) -> Settings:
@@ -109,7 +155,7 @@ class Settings(BaseSettings):
         for name, value in self.model_dump(mode="json", exclude_none=True).items():
             text = (
                 json.dumps(value)
-                if isinstance(value, dict)
+                if isinstance(value, (dict, list))
                 else str(value).lower()
                 if isinstance(value, bool)
                 else str(value)
@@ -139,6 +185,25 @@ class Settings(BaseSettings):
         """The model this process serves as a worker."""
         assert self.model is not None
         return self.model
+
+
+def env_example() -> str:
+    """Every setting as a commented `WHISPERQ_*=default` line: the text of .env.example."""
+    lines = [
+        "# whisperq settings: every field, with its default. Copy to .env and change what you need;",
+        "# an empty value means the default.",
+        "",
+    ]
+    for name, field in Settings.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        if isinstance(default, (dict, list)):
+            value = json.dumps(default)
+        elif isinstance(default, bool):
+            value = str(default).lower()
+        else:
+            value = "" if default is None else str(default)
+        lines += [f"# {field.description}", f"WHISPERQ_{name.upper()}={value}", ""]
+    return "\n".join(lines)
 
 
 @lru_cache

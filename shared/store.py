@@ -12,9 +12,9 @@ from redis import Redis
 from redis.client import Pipeline
 
 from shared import keys
-from shared.enums import TaskStatus
+from shared.enums import CallbackStatus, TaskStatus
 from shared.errors import TaskNotFound
-from shared.schemas import Task, TaskQuery, Transcript
+from shared.schemas import Delivery, Task, TaskQuery, Transcript
 
 _JSON_FIELDS = {"options", "source"}
 
@@ -22,8 +22,10 @@ _JSON_FIELDS = {"options", "source"}
 # deleted task nor overwrites a cancelled one. Of the indexed fields only status and language
 # change after creation; their indexes move with them. A result gets the task's remaining TTL.
 # With an expected worker, it applies only while the task is still that worker's (so that of
-# several janitors only one recovers a task).
-# KEYS: task hash, all-tasks set, [result]. ARGV: result, index prefix, expected worker or '', field, value, ...
+# several janitors only one recovers a task). A task with a callback URL that reaches a final status
+# is put on the callback queue in the same step, so no notice is lost between the two.
+# KEYS: task hash, all-tasks set, callback queue, [result].
+# ARGV: result, index prefix, expected worker or '', field, value, ...
 _UPDATE_ACTIVE = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status or status == 'completed' or status == 'failed' or status == 'cancelled' then
@@ -47,15 +49,61 @@ end
 if #ARGV >= 4 then
   redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 end
-if KEYS[3] then
+local final = redis.call('HGET', KEYS[1], 'status')
+if final ~= status and (final == 'completed' or final == 'failed' or final == 'cancelled')
+    and redis.call('HEXISTS', KEYS[1], 'callback_url') == 1 then
+  local now = redis.call('TIME')
+  redis.call('HSET', KEYS[1], 'callback_status', 'pending', 'callback_attempts', 0)
+  redis.call('ZADD', KEYS[3], now[1] * 1000 + math.floor(now[2] / 1000), id)
+end
+if KEYS[4] then
   local ttl = redis.call('PTTL', KEYS[1])
   if ttl > 0 then
-    redis.call('SET', KEYS[3], ARGV[1], 'PX', ttl)
+    redis.call('SET', KEYS[4], ARGV[1], 'PX', ttl)
   else
-    redis.call('SET', KEYS[3], ARGV[1])
+    redis.call('SET', KEYS[4], ARGV[1])
   end
 end
 return 1
+"""
+
+
+# Take the first due callback and lease it, so one worker delivers it at a time.
+# KEYS: due, leased. ARGV: lease length (ms). Returns the task id, or nothing.
+_CLAIM_CALLBACK = """
+local now = redis.call('TIME')
+local ms = now[1] * 1000 + math.floor(now[2] / 1000)
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ms, 'LIMIT', 0, 1)
+if #due == 0 then return false end
+redis.call('ZREM', KEYS[1], due[1])
+redis.call('ZADD', KEYS[2], ms + tonumber(ARGV[1]), due[1])
+return due[1]
+"""
+
+# Record one delivery attempt and its outcome, and give up the lease; a retry goes back on the queue.
+# KEYS: task, deliveries, due, leased. ARGV: task id, attempt (JSON), callback status, retry at (ms) or '', TTL (s).
+_RECORD_DELIVERY = """
+redis.call('ZREM', KEYS[4], ARGV[1])
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+redis.call('HINCRBY', KEYS[1], 'callback_attempts', 1)
+redis.call('HSET', KEYS[1], 'callback_status', ARGV[3])
+if ARGV[4] ~= '' then redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1]) end
+return 1
+"""
+
+# Leases that ran out (their worker died mid-delivery) go back on the callback queue.
+# KEYS: leased, due.
+_RELEASE_LEASES = """
+local now = redis.call('TIME')
+local ms = now[1] * 1000 + math.floor(now[2] / 1000)
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ms)
+for _, id in ipairs(expired) do
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('ZADD', KEYS[2], ms, id)
+end
+return #expired
 """
 
 
@@ -91,6 +139,9 @@ class TaskStore:
         self.redis = redis
         self.ttl_s = ttl_s
         self._update_active = redis.register_script(_UPDATE_ACTIVE)
+        self._claim_callback = redis.register_script(_CLAIM_CALLBACK)
+        self._record_delivery = redis.register_script(_RECORD_DELIVERY)
+        self._release_leases = redis.register_script(_RELEASE_LEASES)
 
     def create(self, task: Task, pipe: Pipeline) -> None:
         """Write a new task and its index entries inside the caller's transaction."""
@@ -103,9 +154,11 @@ class TaskStore:
             pipe.zadd(index, {task.id: score})
 
     def delete(self, task: Task) -> None:
-        """Remove a task, its result and its index entries."""
+        """Remove a task, its result, its deliveries and its index entries."""
         pipe = self.redis.pipeline()
-        pipe.delete(keys.task_key(task.id), keys.result_key(task.id))
+        pipe.delete(keys.task_key(task.id), keys.result_key(task.id), keys.deliveries_key(task.id))
+        pipe.zrem(keys.callbacks_due_key(), task.id)
+        pipe.zrem(keys.callbacks_leased_key(), task.id)
         for index in [keys.all_tasks_key(), *_index_keys(task.model_dump(mode="json"))]:
             pipe.zrem(index, task.id)
         pipe.execute()
@@ -114,9 +167,10 @@ class TaskStore:
         """Mark an unfinished task cancelled; False if it had already finished."""
         return self.advance(task_id, TaskStatus.CANCELLED)
 
-    def find(self, query: TaskQuery) -> tuple[list[Task], int]:
-        """One page of tasks matching the query, newest first, and how many match in all."""
-        sources = [keys.all_tasks_key(), *(keys.index_key(field, value) for field, value in query.filters.items())]
+    def find(self, query: TaskQuery, owner: str | None = None) -> tuple[list[Task], int]:
+        """One page of tasks matching the query (and owned by `owner`, if given), newest first, and the total."""
+        filters = query.filters | ({"owner": owner} if owner is not None else {})
+        sources = [keys.all_tasks_key(), *(keys.index_key(field, value) for field, value in filters.items())]
         expired = _score(utcnow()) - self.ttl_s * 1000
         pipe = self.redis.pipeline()
         for source in sources:
@@ -171,9 +225,56 @@ class TaskStore:
             pipe.zrange(keys.index_key("status", status.value), 0, -1)
         return self._many([raw.decode() for ids in pipe.execute() for raw in ids])
 
-    def queued_count(self) -> int:
-        """How many tasks are queued."""
-        return int(self.redis.zcard(keys.index_key("status", TaskStatus.QUEUED.value)))
+    def schedule_callback(self, task_id: str) -> None:
+        """Put a finished task's callback on the queue again, with a fresh series of attempts."""
+        pipe = self.redis.pipeline()
+        pipe.hset(
+            keys.task_key(task_id), mapping={"callback_status": CallbackStatus.PENDING.value, "callback_attempts": 0}
+        )
+        pipe.zadd(keys.callbacks_due_key(), {task_id: _score(utcnow())})
+        pipe.execute()
+
+    def claim_callback(self, lease_s: float) -> str | None:
+        """The id of a task whose callback is due, leased to the caller for `lease_s`; None if none is due."""
+        claimed = self._claim_callback(
+            keys=[keys.callbacks_due_key(), keys.callbacks_leased_key()], args=[int(lease_s * 1000)]
+        )
+        return claimed.decode() if claimed else None
+
+    def record_delivery(
+        self, task_id: str, attempt: Delivery, status: CallbackStatus, retry_at: datetime | None
+    ) -> None:
+        """Log one attempt, set where the callback stands, and queue the retry if there is one."""
+        self._record_delivery(
+            keys=[
+                keys.task_key(task_id),
+                keys.deliveries_key(task_id),
+                keys.callbacks_due_key(),
+                keys.callbacks_leased_key(),
+            ],
+            args=[task_id, attempt.model_dump_json(), status.value, _score(retry_at) if retry_at else "", self.ttl_s],
+        )
+
+    def release_expired_leases(self) -> int:
+        """Return callbacks whose deliverer died to the queue; how many."""
+        return int(self._release_leases(keys=[keys.callbacks_leased_key(), keys.callbacks_due_key()]))
+
+    def deliveries(self, task_id: str) -> list[Delivery]:
+        """Every callback attempt of a task, oldest first."""
+        raw = cast(list[bytes], self.redis.lrange(keys.deliveries_key(task_id), 0, -1))
+        return [Delivery.model_validate_json(item) for item in raw]
+
+    def queued_count(self, owner: str | None = None) -> int:
+        """How many tasks are queued (of one owner, if given)."""
+        queued = keys.index_key("status", TaskStatus.QUEUED.value)
+        if owner is None:
+            return int(self.redis.zcard(queued))
+        scratch = keys.listing_key(uuid.uuid4().hex)
+        pipe = self.redis.pipeline()
+        pipe.zinterstore(scratch, [queued, keys.index_key("owner", owner)])
+        pipe.delete(scratch)
+        count, _ = pipe.execute()
+        return int(count)
 
     def queued_ids(self) -> set[str]:
         """Ids of every queued task."""
@@ -225,5 +326,6 @@ class TaskStore:
         present = {key: value for key, value in fields.items() if value is not None}
         pairs = (item for pair in _encode(present).items() for item in pair)
         args = [result or "", keys.index_prefix(), expect_worker or "", *pairs]
-        task_keys = [keys.task_key(task_id), keys.all_tasks_key()] + ([keys.result_key(task_id)] if result else [])
+        task_keys = [keys.task_key(task_id), keys.all_tasks_key(), keys.callbacks_due_key()]
+        task_keys += [keys.result_key(task_id)] if result else []
         return bool(self._update_active(keys=task_keys, args=args))

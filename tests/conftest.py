@@ -66,6 +66,7 @@ def settings(redis_server: RedisServer, redis: Redis, tmp_path: Path, model_cach
         model_cache_dir=model_cache,
         default_model="tiny.en",
         allow_download=False,
+        allowed_hosts=["127.0.0.1"],  # the tests' own media servers and callback receivers
     )
 
 

@@ -151,14 +151,14 @@ def test_valid_options_are_stored(api: httpx.Client, tiny: None) -> None:
         "hotwords": "Americans",
         "condition_on_previous_text": "false",
         "log_prob_threshold": "-0.5",
-        "callback_url": "https://x.test/cb",
+        "callback_url": "http://127.0.0.1:9/cb",
     }
     task = submit(api, WAV, **fields).json()
     options = task["options"]
     assert options["temperature"] == [0.2] and options["clip_timestamps"] == [0.0, 5.0]
     assert options["vad_parameters"]["min_silence_duration_ms"] == 500
     assert options["condition_on_previous_text"] is False and options["hotwords"] == "Americans"
-    assert task["callback_url"] == "https://x.test/cb"
+    assert task["callback_url"] == "http://127.0.0.1:9/cb"
 
 
 def test_english_only_model_refuses_translation(api: httpx.Client, tiny: None, settings: Settings) -> None:

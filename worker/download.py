@@ -12,8 +12,18 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
-from shared.errors import DownloadFailed, FileTooLarge, MediaTooLong, NoMediaFound, UnsupportedMedia, WhisperqError
+from shared import netguard
+from shared.errors import (
+    DownloadFailed,
+    FileTooLarge,
+    MediaTooLong,
+    NoMediaFound,
+    UnsafeUrl,
+    UnsupportedMedia,
+    WhisperqError,
+)
 from shared.media import SNIFF_BYTES, sniff
+from shared.netguard import Policy
 from shared.settings import Settings
 from shared.storage import UploadStorage
 
@@ -50,6 +60,7 @@ def fetch(url: str, storage: UploadStorage, settings: Settings, check: Check) ->
 
     `check` is called as data arrives and raises to abandon the download (the task was cancelled).
     """
+    Policy(settings.allowed_hosts).check_url(url)
     direct = _direct(url, storage, settings, check)
     return direct if direct is not None else _page(url, storage, settings, check)
 
@@ -57,7 +68,10 @@ def fetch(url: str, storage: UploadStorage, settings: Settings, check: Check) ->
 def _direct(url: str, storage: UploadStorage, settings: Settings, check: Check) -> Fetched | None:
     """Stream a media file to the volume; None when the URL serves something else, such as a web page."""
     try:
-        with httpx.stream("GET", url, follow_redirects=True, timeout=settings.download_timeout_s) as response:
+        with (
+            netguard.client(Policy(settings.allowed_hosts), settings.download_timeout_s) as http,
+            http.stream("GET", url, follow_redirects=True) as response,
+        ):
             if response.status_code >= 400:
                 raise DownloadFailed(f"{url} answered HTTP {response.status_code}")
             chunks = response.iter_bytes(CHUNK_BYTES)
@@ -75,6 +89,9 @@ def _direct(url: str, storage: UploadStorage, settings: Settings, check: Check) 
                 upload.commit()
             title = unquote(PurePosixPath(urlsplit(str(response.url)).path).name) or None
     except httpx.HTTPError as exc:
+        refusal = netguard.is_refusal(exc)
+        if refusal:
+            raise UnsafeUrl(refusal) from exc
         raise DownloadFailed(f"could not fetch {url}: {type(exc).__name__}: {exc}") from exc
     assert upload.format is not None
     return Fetched(
@@ -124,6 +141,7 @@ def _options(folder: Path, settings: Settings, check: Check) -> dict[str, Any]:
         "no_warnings": True,
         "noprogress": True,
         "cachedir": False,
+        "enable_file_urls": False,
         "logger": _Logger(),
     }
 
@@ -136,6 +154,7 @@ def _page(url: str, storage: UploadStorage, settings: Settings, check: Check) ->
         try:
             info = ydl.extract_info(url, download=False)
             _check(info, url, settings)
+            _check_media_urls(info, Policy(settings.allowed_hosts))
             ydl.process_ie_result(info, download=True)
         except yt_dlp.utils.DownloadError as exc:
             cause = exc.exc_info[1] if exc.exc_info else None
@@ -173,6 +192,14 @@ def _check(info: dict[str, Any] | None, url: str, settings: Settings) -> None:
     size = info.get("filesize") or info.get("filesize_approx")
     if size and size > settings.max_upload_bytes:
         raise FileTooLarge(f"the media at {url} is larger than the {settings.max_upload_bytes}-byte limit")
+
+
+def _check_media_urls(info: dict[str, Any], policy: Policy) -> None:
+    """The media yt-dlp would fetch must be as reachable as the page was."""
+    urls = {info.get("url"), *(fmt.get("url") for fmt in info.get("formats") or [])}
+    hosts = {(urlsplit(url).scheme, urlsplit(url).netloc): url for url in urls if url}
+    for url in hosts.values():
+        policy.check_url(url)
 
 
 def _classify(url: str, message: str) -> Exception:

@@ -23,6 +23,7 @@ from shared.settings import Settings
 from shared.storage import UploadStorage
 from shared.store import TaskStore, utcnow
 from worker import context
+from worker.callbacks import Deliverer
 from worker.context import ColdStop
 from worker.engine import Engine, load_engine
 
@@ -121,12 +122,15 @@ def run(settings: Settings, burst: bool = False) -> None:
     janitor = Janitor(redis, store, storage, settings)
     announcer = Announcer(redis, worker_info(worker_id, engine), settings.worker_ttl_s, janitor)
     announcer.start()
+    deliverer = Deliverer(store, settings)
+    deliverer.start()
     queue_names = keys.queue_names(engine.name)
     log.info("worker %s serves %s on %s; queues %s", worker_id, engine.name, engine.device, queue_names)
     rq_worker = Worker(queue_names, connection=redis, name=worker_id)
     try:
         rq_worker.work(burst=burst, with_scheduler=False, logging_level=settings.log_level.upper())
     finally:
+        deliverer.stop()
         announcer.stop()
         if rq_worker.interrupted:
             _hand_back(store, janitor, rq_worker.interrupted, worker_id)

@@ -5,19 +5,20 @@ from __future__ import annotations
 from pathlib import PurePath
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
+from api.auth import authenticate
 from api.deps import SettingsDep, StorageDep
 from api.extract import ExtractOptions, extract
-from api.openapi import form_body
+from api.openapi import ERROR_RESPONSES, form_body
 from api.upload import FILE_FIELD, receive_form
 from shared.errors import InvalidRequest
 from shared.schemas import form_model
 
-router = APIRouter(prefix="/v1/audio", tags=["audio"])
+router = APIRouter(prefix="/v1/audio", tags=["audio"], dependencies=[Depends(authenticate)], responses=ERROR_RESPONSES)
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {

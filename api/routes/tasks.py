@@ -1,4 +1,4 @@
-"""Tasks: submit media, poll status, fetch the result."""
+"""Tasks: submit media, poll status, fetch the result, list, cancel, delete, redeliver the callback."""
 
 from __future__ import annotations
 
@@ -7,14 +7,13 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from api import service
-from api.deps import RedisDep, SettingsDep, StorageDep, StoreDep, TaskId
-from api.openapi import form_body
+from api.deps import SettingsDep, StorageDep, TaskId, TasksDep
+from api.openapi import ERROR_RESPONSES, form_body
 from api.upload import receive_form
 from shared.enums import ResponseFormat
 from shared.schemas import TaskCreate, TaskPage, TaskPublic, TaskQuery, TranscribeOptions
 
-router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
+router = APIRouter(prefix="/v1/tasks", tags=["tasks"], responses=ERROR_RESPONSES)
 
 ResultFormat = Annotated[
     ResponseFormat,
@@ -29,48 +28,54 @@ ResultFormat = Annotated[
     openapi_extra=form_body(TaskCreate, TranscribeOptions, file_required=False),
 )
 async def create_task(
-    request: Request, response: Response, settings: SettingsDep, redis: RedisDep, store: StoreDep, storage: StorageDep
+    request: Request, response: Response, tasks: TasksDep, settings: SettingsDep, storage: StorageDep
 ) -> TaskPublic:
     """Upload media (or give a URL) and queue it for transcription or translation. / 上传媒体或链接并排队。"""
-    await run_in_threadpool(service.check_capacity, redis, store, settings)
+    await run_in_threadpool(tasks.check_capacity)
     form = await receive_form(request, storage, settings.max_upload_bytes)
     try:
-        task = await run_in_threadpool(service.submit, redis, store, settings, form)
+        task = await run_in_threadpool(tasks.submit, form)
     except BaseException:
         if form.upload is not None:
             form.upload.discard()
         raise
     response.headers["Location"] = str(request.url_for("get_task", task_id=task.id))
-    return await run_in_threadpool(service.describe, redis, store, task.id)
+    return await run_in_threadpool(tasks.describe, task.id)
 
 
 @router.get("", response_model=TaskPage)
-def list_tasks(request: Request, store: StoreDep, query: Annotated[TaskQuery, Query()]) -> TaskPage:
-    """Tasks, newest first, filtered and paged. / 任务列表，最新在前，可筛选和分页。"""
-    return service.list_tasks(store, query, str(request.url.remove_query_params(list(request.query_params))))
+def list_tasks(request: Request, tasks: TasksDep, query: Annotated[TaskQuery, Query()]) -> TaskPage:
+    """Your tasks (all for an admin key), newest first, filtered and paged. / 任务列表，可筛选和分页。"""
+    return tasks.list(query, str(request.url.remove_query_params(list(request.query_params))))
 
 
 @router.get("/{task_id}", response_model=TaskPublic)
-def get_task(task_id: TaskId, redis: RedisDep, store: StoreDep) -> TaskPublic:
+def get_task(task_id: TaskId, tasks: TasksDep) -> TaskPublic:
     """A task's status, progress, timings and, once completed, its result. / 任务状态、进度、耗时，完成后含结果。"""
-    return service.describe(redis, store, task_id)
+    return tasks.describe(task_id)
 
 
-@router.get("/{task_id}/result")
-def get_result(task_id: TaskId, store: StoreDep, format: ResultFormat = ResponseFormat.JSON) -> Response:
+@router.get("/{task_id}/result", response_class=Response)
+def get_result(task_id: TaskId, tasks: TasksDep, format: ResultFormat = ResponseFormat.JSON) -> Response:
     """The result as json, text, srt, vtt, tsv or verbose_json (OpenAI's shape). / 以指定格式获取结果。"""
-    body, media_type = service.result(store, task_id, format)
+    body, media_type = tasks.result(task_id, format)
     return Response(content=body, media_type=media_type)
 
 
 @router.post("/{task_id}/cancel", response_model=TaskPublic)
-def cancel_task(task_id: TaskId, redis: RedisDep, store: StoreDep, storage: StorageDep) -> TaskPublic:
+def cancel_task(task_id: TaskId, tasks: TasksDep) -> TaskPublic:
     """Stop a queued or running task; it stays, as cancelled. / 取消排队或运行中的任务，任务保留为已取消。"""
-    return service.cancel(redis, store, storage, task_id)
+    return tasks.cancel(task_id)
 
 
-@router.delete("/{task_id}", status_code=204)
-def delete_task(task_id: TaskId, redis: RedisDep, store: StoreDep, storage: StorageDep) -> Response:
+@router.delete("/{task_id}", status_code=204, response_class=Response)
+def delete_task(task_id: TaskId, tasks: TasksDep) -> Response:
     """Remove a task, its result, files and job; a running one is stopped. / 删除任务及其结果和文件。"""
-    service.delete(redis, store, storage, task_id)
+    tasks.delete(task_id)
     return Response(status_code=204)
+
+
+@router.post("/{task_id}/callback/redeliver", response_model=TaskPublic)
+def redeliver_callback(task_id: TaskId, tasks: TasksDep) -> TaskPublic:
+    """Send a finished task's callback again, with a fresh series of attempts. / 重新发送任务回调。"""
+    return tasks.redeliver(task_id)

@@ -1,0 +1,73 @@
+"""Who is calling: a bearer API key, checked by its hash, with its rate limit; or anonymous where allowed."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+
+from fastapi import Request
+from redis import Redis
+
+from shared import keys
+from shared.errors import RateLimited, Unauthorized
+from shared.settings import ApiKey, Settings
+
+ANONYMOUS = "anonymous"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The owner name tasks are filed under, and whether it may see everyone's."""
+
+    name: str
+    admin: bool = False
+    key: ApiKey | None = None
+
+    def may_see(self, owner: str) -> bool:
+        """True if a task of this owner is visible to the caller."""
+        return self.admin or owner == self.name
+
+
+def hash_key(key: str) -> str:
+    """The SHA-256 an API key is configured by."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def identify(authorization: str | None, settings: Settings) -> Caller:
+    """The caller a request's Authorization header names; Unauthorized for a wrong or missing key."""
+    if not authorization:
+        if settings.require_api_key:
+            raise Unauthorized("send an API key: Authorization: Bearer <key>")
+        return Caller(ANONYMOUS)
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("use the Bearer scheme: Authorization: Bearer <key>")
+    digest = hash_key(token.strip())
+    for key in settings.api_keys:
+        if key.sha256 == digest:
+            return Caller(key.name, key.admin, key)
+    raise Unauthorized("the API key is not valid")
+
+
+def check_rate(redis: Redis, caller: Caller) -> None:
+    """RateLimited past the key's requests per minute (a fixed one-minute window in Redis)."""
+    if caller.key is None or caller.key.requests_per_minute is None:
+        return
+    window = int(time.time() // 60)
+    counter = keys.rate_key(caller.name, window)
+    pipe = redis.pipeline()
+    pipe.incr(counter)
+    pipe.expire(counter, 120)
+    count, _ = pipe.execute()
+    if int(count) > caller.key.requests_per_minute:
+        retry_after = 60 - int(time.time()) % 60
+        raise RateLimited(f"more than {caller.key.requests_per_minute} requests this minute", retry_after)
+
+
+def authenticate(request: Request) -> Caller:
+    """The request's caller, within its rate limit (a blocking dependency: FastAPI runs it in a thread)."""
+    settings: Settings = request.app.state.settings
+    caller = identify(request.headers.get("authorization"), settings)
+    check_rate(request.app.state.redis, caller)
+    return caller
