@@ -67,7 +67,8 @@ class _FormReceiver:
         self._header_value += data[start:end]
 
     def _header_end(self) -> None:
-        self._headers[self._header_field.decode("latin-1").lower()] = self._header_value.decode("utf-8", "replace")
+        # Header bytes pass through latin-1 unchanged; names inside (filename) are decoded as UTF-8 later.
+        self._headers[self._header_field.decode("latin-1").lower()] = self._header_value.decode("latin-1")
         self._header_field, self._header_value = b"", b""
 
     def _headers_finished(self) -> None:

@@ -426,6 +426,7 @@ class TaskPublic(BaseModel):
     options: TranscribeOptions
     source: Source
     callback_url: str | None
+    owner: str = Field(description="The API key's name that created the task, or anonymous.")
     callback: CallbackInfo | None = Field(description="The callback and its deliveries; in listings, without them.")
     progress: float = Field(description="Share of the audio transcribed, 0 to 1.")
     queue_position: int | None = Field(description="While queued: 1 means next on its queue.")

@@ -187,7 +187,8 @@ def wait_for(check: Callable[[], Any], timeout_s: float = 60, every_s: float = 0
     return value
 
 
-def submit(api: httpx.Client, path: Path, **fields: Any) -> httpx.Response:
+def submit(api: httpx.Client, path: Path, headers: dict[str, str] | None = None, **fields: Any) -> httpx.Response:
     """POST a media file with form fields to /v1/tasks."""
     with path.open("rb") as handle:
-        return api.post("/v1/tasks", files={"file": (path.name, handle)}, data={k: str(v) for k, v in fields.items()})
+        data = {k: str(v) for k, v in fields.items()}
+        return api.post("/v1/tasks", files={"file": (path.name, handle)}, data=data, headers=headers)
