@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--paths", type=_csv, default=["engine"], help="engine, api (default: engine)")
     parser.add_argument("--mode", choices=["run", "overhead", "scaling"], default="run")
     parser.add_argument("--url", help="a running service for the api path (default: start one here)")
+    parser.add_argument("--api-key", help="API key for a service that requires one")
+    parser.add_argument("--poll-s", type=float, default=0.25, help="seconds between status polls on the api path")
     parser.add_argument("--workers", type=int, default=1, help="workers of the service started here")
     parser.add_argument("--concurrency", type=int, default=1, help="clips in flight on the api path")
     parser.add_argument("--repeat", type=int, default=3, help="runs of overhead and scaling; the median is kept")
@@ -120,7 +122,10 @@ def mode_run(args: argparse.Namespace, settings: Settings, clips: Sequence[Clip]
             if path == "engine":
                 runs.append(measure(EngineRunner(model, settings), chosen, 1, own_peak_memory_mb))
             elif path == "api":
-                with service(args, settings, model, args.workers) as svc, ApiRunner(svc.url, model) as api:
+                with (
+                    service(args, settings, model, args.workers) as svc,
+                    ApiRunner(svc.url, model, poll_s=args.poll_s, api_key=args.api_key) as api,
+                ):
                     runs.append(measure(api, chosen, args.concurrency, svc.peak_memory_mb))
             else:
                 raise SystemExit(f"unknown path {path!r}: use engine or api")
@@ -131,30 +136,66 @@ def _latency_sum(run: Run, min_audio_s: float = 0.0) -> float:
     return sum(o.latency_s for o in run.outcomes if o.audio_s >= min_audio_s and o.error is None)
 
 
+def _outside_processing(run: Run) -> float:
+    """Share of the api path's wall time spent outside the engine: upload, queue, bookkeeping, polling."""
+    good = [o for o in run.outcomes if o.error is None]
+    wall = sum(o.latency_s for o in good)
+    return (wall - sum(o.processing_s for o in good)) / wall if wall else float("nan")
+
+
+def interleaved(engine: Runner, api: Runner, clips: Sequence[Clip], memory: Any) -> tuple[Run, Run]:
+    """Each clip through the engine and then through the service, so that drift in the machine's speed
+    (two cores, shared) falls on both paths alike."""
+    pairs = []
+    with tqdm(total=len(clips), desc=f"engine+api {engine.model}", unit="clip") as bar:
+        for clip in clips:
+            pairs.append((engine.run(clip), api.run(clip)))
+            bar.update()
+    direct = Run(
+        path=engine.path,
+        model=engine.model,
+        outcomes=[d for d, _ in pairs],
+        concurrency=1,
+        wall_s=sum(d.latency_s for d, _ in pairs),
+        peak_memory_mb=own_peak_memory_mb(),
+    )
+    served = Run(
+        path=api.path,
+        model=api.model,
+        outcomes=[s for _, s in pairs],
+        concurrency=1,
+        wall_s=sum(s.latency_s for _, s in pairs),
+        peak_memory_mb=memory(),
+    )
+    return direct, served
+
+
+def _ratios(label: str, values: list[float]) -> str:
+    return f"{label}: median {median_ratio(values):.3f} (runs: {', '.join(f'{v:.3f}' for v in values)})"
+
+
 def mode_overhead(args: argparse.Namespace, settings: Settings, clips: Sequence[Clip]) -> tuple[list[Run], list[str]]:
-    """Engine and api, one clip at a time, repeated; the median ratio of wall times."""
+    """Engine and api on each clip in turn, repeated; the median ratio of wall times."""
     runs, notes = [], []
     for model in args.models:
         chosen = for_model(clips, model)
         engine = EngineRunner(model, settings)
-        all_ratios, long_ratios = [], []
-        with service(args, settings, model, 1) as svc, ApiRunner(svc.url, model) as api:
+        all_ratios, long_ratios, outside = [], [], []
+        with (
+            service(args, settings, model, 1) as svc,
+            ApiRunner(svc.url, model, poll_s=args.poll_s, api_key=args.api_key) as api,
+        ):
             for _ in range(args.repeat):
-                direct = measure(engine, chosen, 1, own_peak_memory_mb)
-                served = measure(api, chosen, 1, svc.peak_memory_mb)
+                direct, served = interleaved(engine, api, chosen, svc.peak_memory_mb)
                 runs += [direct, served]
                 all_ratios.append(_latency_sum(served) / _latency_sum(direct))
+                outside.append(_outside_processing(served))
                 if _latency_sum(direct, LONG_CLIP_S):
                     long_ratios.append(_latency_sum(served, LONG_CLIP_S) / _latency_sum(direct, LONG_CLIP_S))
-        notes.append(
-            f"overhead {model}: api/engine wall time, all clips: median {median_ratio(all_ratios):.3f} "
-            f"(runs: {', '.join(f'{r:.3f}' for r in all_ratios)})"
-        )
+        notes.append(_ratios(f"overhead {model}: api/engine wall time, all clips", all_ratios))
         if long_ratios:
-            notes.append(
-                f"overhead {model}: api/engine wall time, clips >= {LONG_CLIP_S:.0f} s: median "
-                f"{median_ratio(long_ratios):.3f} (runs: {', '.join(f'{r:.3f}' for r in long_ratios)})"
-            )
+            notes.append(_ratios(f"overhead {model}: api/engine wall time, clips >= {LONG_CLIP_S:.0f} s", long_ratios))
+        notes.append(_ratios(f"overhead {model}: share of api wall time outside the engine", outside))
     return runs, notes
 
 
@@ -166,7 +207,10 @@ def mode_scaling(args: argparse.Namespace, settings: Settings, clips: Sequence[C
         chosen = for_model(clips, model)
         throughput: dict[int, list[float]] = {1: [], 2: []}
         for workers in (1, 2):
-            with service(args, settings, model, workers) as svc, ApiRunner(svc.url, model) as api:
+            with (
+                service(args, settings, model, workers) as svc,
+                ApiRunner(svc.url, model, poll_s=args.poll_s, api_key=args.api_key) as api,
+            ):
                 for _ in range(args.repeat):
                     run = measure(api, chosen, concurrency, svc.peak_memory_mb)
                     run.path, run.extra = f"api-{workers}w", {"workers": workers}

@@ -132,6 +132,7 @@ def write_outputs(out: Path, runs: Sequence[Run], rows: Sequence[Summary], extra
                 "language",
                 "audio_s",
                 "latency_s",
+                "queued_s",
                 "processing_s",
                 "error",
                 "reference",
@@ -139,21 +140,7 @@ def write_outputs(out: Path, runs: Sequence[Run], rows: Sequence[Summary], extra
             ]
         )
         for run in runs:
-            for o in run.outcomes:
-                writer.writerow(
-                    [
-                        o.path,
-                        o.model,
-                        o.clip.id,
-                        o.clip.language or o.language,
-                        round(o.audio_s, 3),
-                        round(o.latency_s, 3),
-                        round(o.processing_s, 3),
-                        o.error or "",
-                        o.clip.reference,
-                        o.hypothesis,
-                    ]
-                )
+            writer.writerows(_clip_row(o) for o in run.outcomes)
     document = {
         "summaries": [asdict(row) for row in rows],
         **extra,
@@ -171,6 +158,22 @@ def write_outputs(out: Path, runs: Sequence[Run], rows: Sequence[Summary], extra
     }
     (out / "results.json").write_text(json.dumps(document, indent=2, default=str))
     plot(out, runs, rows)
+
+
+def _clip_row(o: Outcome) -> list[Any]:
+    return [
+        o.path,
+        o.model,
+        o.clip.id,
+        o.clip.language or o.language,
+        round(o.audio_s, 3),
+        round(o.latency_s, 3),
+        round(o.queued_s, 3),
+        round(o.processing_s, 3),
+        o.error or "",
+        o.clip.reference,
+        o.hypothesis,
+    ]
 
 
 def plot(out: Path, runs: Sequence[Run], rows: Sequence[Summary]) -> None:

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 import httpx
@@ -33,6 +34,7 @@ class Outcome:
     latency_s: float
     processing_s: float
     error: str | None = None
+    queued_s: float = 0.0
 
 
 class Runner(Protocol):
@@ -88,9 +90,12 @@ class ApiRunner:
 
     path = "api"
 
-    def __init__(self, url: str, model: str, poll_s: float = 0.05, timeout_s: float = 3600) -> None:
+    def __init__(
+        self, url: str, model: str, poll_s: float = 0.05, timeout_s: float = 3600, api_key: str | None = None
+    ) -> None:
         self.model = model
-        self.client = httpx.Client(base_url=url, timeout=60)
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.client = httpx.Client(base_url=url, timeout=60, headers=headers)
         self.poll_s = poll_s
         self.timeout_s = timeout_s
 
@@ -102,8 +107,11 @@ class ApiRunner:
 
     def run(self, clip: Clip) -> Outcome:
         started = time.perf_counter()
-        task = self._wait(self._submit(clip))
-        elapsed = time.perf_counter() - started
+        task_id = self._submit(clip)
+        uploaded = time.perf_counter() - started
+        task = self._wait(task_id)
+        # Upload plus the service's own span (created to finished), so the poll interval adds nothing.
+        elapsed = uploaded + _seconds_between(task.get("created_at"), task.get("finished_at"))
         result = task.get("result") or {}
         error = None if task["status"] == "completed" else f"{task['status']}: {task.get('error')}"
         return Outcome(
@@ -116,6 +124,7 @@ class ApiRunner:
             latency_s=elapsed,
             processing_s=task.get("processing_seconds") or 0.0,
             error=error,
+            queued_s=_seconds_between(task.get("created_at"), task.get("started_at")),
         )
 
     def _submit(self, clip: Clip) -> str:
@@ -132,6 +141,12 @@ class ApiRunner:
             if task["status"] in ("completed", "failed", "cancelled") or time.monotonic() > deadline:
                 return task
             time.sleep(self.poll_s)
+
+
+def _seconds_between(start: str | None, end: str | None) -> float:
+    if not start or not end:
+        return 0.0
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
 
 
 def run_all(runner: Runner, clips: Sequence[Clip], concurrency: int, progress: Progress) -> tuple[list[Outcome], float]:

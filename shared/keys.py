@@ -61,6 +61,11 @@ def deliveries_key(task_id: str) -> str:
     return f"{PREFIX}:deliveries:{task_id}"
 
 
+def gpu_lease_key(pool: str, gpu: str) -> str:
+    """Held by the worker that uses one GPU of a pool; lapses if it dies."""
+    return f"{PREFIX}:gpu:{pool}:{gpu}"
+
+
 def rate_key(owner: str, window: int) -> str:
     """Requests of one API key in one minute."""
     return f"{PREFIX}:rate:{owner}:{window}"

@@ -542,6 +542,7 @@ class WorkerInfo(BaseModel):
     model: str
     device: str
     compute_type: str
+    gpu: str | None = None
     host: str
     pid: int
     started_at: datetime

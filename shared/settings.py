@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -48,6 +49,17 @@ class Settings(BaseSettings):
     model: str | None = Field(default=None, description="Model a worker serves. Default: DEFAULT_MODEL.")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="Where a worker runs its model.")
     compute_type: str = Field(default="auto", description="CTranslate2 compute type: auto, int8, float16, ...")
+    gpu_ids: str | None = Field(
+        default=None, pattern=r"^\d+(,\d+)*$", description="GPU ids workers share out, e.g. 0,1,2,3. Unset: all."
+    )
+    gpu_pool: str = Field(
+        default_factory=socket.gethostname,
+        min_length=1,
+        description="Names the set of GPUs workers share (default: the host name).",
+    )
+    heartbeat_file: Path | None = Field(
+        default=None, description="A file a live worker touches every few seconds, for container health checks."
+    )
     cpu_threads: int = Field(default=0, ge=0, description="CPU threads per worker; 0 lets CTranslate2 choose.")
     allow_download: bool = Field(default=True, description="Let workers download models from the model hub.")
 
@@ -145,6 +157,11 @@ class Settings(BaseSettings):
             self.model = self.default_model
         return self
 
+    @property
+    def gpu_id_list(self) -> list[str] | None:
+        """The configured GPU ids, if any."""
+        return self.gpu_ids.split(",") if self.gpu_ids else None
+
     def job_timeout(self, audio_s: float) -> float:
         """How long a job on this much audio may run."""
         return self.job_timeout_base_s + self.job_timeout_factor * audio_s
@@ -195,7 +212,8 @@ def env_example() -> str:
         "",
     ]
     for name, field in Settings.model_fields.items():
-        default = field.get_default(call_default_factory=True)
+        computed = field.default_factory not in (None, list, dict)  # such as the host name: left empty
+        default = None if computed else field.get_default(call_default_factory=True)
         if isinstance(default, (dict, list)):
             value = json.dumps(default)
         elif isinstance(default, bool):

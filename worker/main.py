@@ -7,6 +7,7 @@ import os
 import socket
 import threading
 import uuid
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -26,41 +27,40 @@ from worker import context
 from worker.callbacks import Deliverer
 from worker.context import ColdStop
 from worker.engine import Engine, load_engine
+from worker.gpu import GpuLease
 
 log = logging.getLogger(__name__)
 
 
-class Announcer:
-    """From a background thread while the worker lives: keep its announcement fresh and sweep for lost tasks."""
+class Upkeep:
+    """A background thread that does the worker's chores every few seconds while it lives."""
 
-    def __init__(self, redis: Redis, info: WorkerInfo, ttl_s: int, janitor: Janitor) -> None:
-        self.redis = redis
-        self.info = info
-        self.ttl_s = ttl_s
-        self.janitor = janitor
+    def __init__(self, interval_s: float, chores: list[Callable[[], object]]) -> None:
+        self.interval_s = interval_s
+        self.chores = chores
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="announcer", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name="upkeep", daemon=True)
 
     def start(self) -> None:
-        """Announce now, then every third of the TTL."""
-        fleet.announce(self.redis, self.info, self.ttl_s)
+        """Do the chores once now, then every interval."""
+        self._round()
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop refreshing and withdraw the announcement."""
+        """Stop after the round in progress."""
         self._stop.set()
         self._thread.join(timeout=5)
-        fleet.withdraw(self.redis, self.info.id)
 
     def _loop(self) -> None:
-        while True:
+        while not self._stop.wait(self.interval_s):
+            self._round()
+
+    def _round(self) -> None:
+        for chore in self.chores:
             try:
-                fleet.announce(self.redis, self.info, self.ttl_s)
-                self.janitor.sweep()
+                chore()
             except Exception:  # Redis may be briefly away; the next round tries again
                 log.warning("worker upkeep failed; trying again shortly", exc_info=True)
-            if self._stop.wait(self.ttl_s / 3):
-                return
 
 
 class Worker(SimpleWorker):
@@ -97,13 +97,14 @@ class Worker(SimpleWorker):
         raise ColdStop()
 
 
-def worker_info(worker_id: str, engine: Engine) -> WorkerInfo:
+def worker_info(worker_id: str, engine: Engine, gpu: str | None) -> WorkerInfo:
     """What this worker tells the fleet about itself."""
     return WorkerInfo(
         id=worker_id,
         model=engine.name,
         device=engine.device,
         compute_type=engine.compute_type,
+        gpu=gpu,
         host=socket.gethostname(),
         pid=os.getpid(),
         started_at=utcnow(),
@@ -111,27 +112,47 @@ def worker_info(worker_id: str, engine: Engine) -> WorkerInfo:
 
 
 def run(settings: Settings, burst: bool = False) -> None:
-    """Serve jobs until stopped (or, in burst mode, until the queues are empty)."""
-    engine = load_engine(settings)
+    """Claim a GPU (if any), load the model, then serve jobs until stopped (or, in burst mode, until idle)."""
     redis = connect(settings.redis_dsn, patient=True)
     worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    lease = GpuLease(redis, settings, worker_id)
+    gpu = lease.acquire(threading.Event())
+    try:
+        serve(settings, redis, worker_id, load_engine(settings), gpu, lease, burst)
+    finally:
+        lease.release()
+
+
+def serve(
+    settings: Settings, redis: Redis, worker_id: str, engine: Engine, gpu: str | None, lease: GpuLease, burst: bool
+) -> None:
+    """Announce the worker, start its chores and its callback thread, and run RQ's loop."""
     store, storage = TaskStore(redis, settings.task_ttl_s), UploadStorage(settings.uploads)
     context.install(
         context.WorkerContext(worker_id=worker_id, settings=settings, engine=engine, store=store, storage=storage)
     )
     janitor = Janitor(redis, store, storage, settings)
-    announcer = Announcer(redis, worker_info(worker_id, engine), settings.worker_ttl_s, janitor)
-    announcer.start()
+    info = worker_info(worker_id, engine, gpu)
+    chores: list[Callable[[], object]] = [
+        lambda: fleet.announce(redis, info, settings.worker_ttl_s),
+        lease.refresh,
+        janitor.sweep,
+    ]
+    if settings.heartbeat_file is not None:
+        chores.append(settings.heartbeat_file.touch)
+    upkeep = Upkeep(settings.worker_ttl_s / 3, chores)
+    upkeep.start()
     deliverer = Deliverer(store, settings)
     deliverer.start()
     queue_names = keys.queue_names(engine.name)
-    log.info("worker %s serves %s on %s; queues %s", worker_id, engine.name, engine.device, queue_names)
+    log.info("worker %s serves %s on %s (GPU %s); queues %s", worker_id, engine.name, engine.device, gpu, queue_names)
     rq_worker = Worker(queue_names, connection=redis, name=worker_id)
     try:
         rq_worker.work(burst=burst, with_scheduler=False, logging_level=settings.log_level.upper())
     finally:
         deliverer.stop()
-        announcer.stop()
+        upkeep.stop()
+        fleet.withdraw(redis, worker_id)
         if rq_worker.interrupted:
             _hand_back(store, janitor, rq_worker.interrupted, worker_id)
 
