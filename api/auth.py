@@ -36,6 +36,8 @@ def hash_key(key: str) -> str:
 
 def identify(authorization: str | None, settings: Settings) -> Caller:
     """The caller a request's Authorization header names; Unauthorized for a wrong or missing key."""
+    if not settings.api_keys:  # no keys configured: everyone is anonymous, whatever an OpenAI client sends
+        return Caller(ANONYMOUS)
     if not authorization:
         if settings.require_api_key:
             raise Unauthorized("send an API key: Authorization: Bearer <key>")

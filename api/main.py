@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
-from api.routes import audio, health, tasks
+from api.routes import audio, health, metrics, openai, tasks
 from shared.connection import connect
 from shared.settings import Settings, get_settings
 from shared.storage import UploadStorage
@@ -39,4 +39,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(tasks.router)
     app.include_router(audio.router)
+    app.include_router(openai.router)
+    app.include_router(metrics.router)
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 from urllib.parse import urlencode
@@ -10,7 +11,7 @@ from redis import Redis
 
 from api.auth import Caller
 from api.upload import ReceivedForm
-from shared import fleet, queues
+from shared import fleet, keys, logs, queues
 from shared.enums import ResponseFormat, TaskStatus, TaskType
 from shared.errors import InvalidRequest, ModelNotServed, TaskFinished, TaskNotCompleted, TaskNotFound, TooManyTasks
 from shared.formats import render
@@ -19,6 +20,8 @@ from shared.schemas import Source, Task, TaskCreate, TaskPage, TaskPublic, TaskQ
 from shared.settings import Settings
 from shared.storage import UploadStorage
 from shared.store import TaskStore, utcnow
+
+log = logging.getLogger(__name__)
 
 
 def check_model(redis: Redis, model: str, request: TaskCreate) -> None:
@@ -102,8 +105,12 @@ class TaskService:
         pipe = self.redis.pipeline()
         pipe.multi()  # explicit, so RQ adds its commands to this transaction instead of opening its own
         self.store.create(task, pipe)
+        if form.upload is not None:
+            pipe.hincrby(keys.metrics_counter_key("upload_bytes"), "upload", form.upload.size)
         queues.enqueue(self.redis, task, pipe, ttl_s=self.settings.task_ttl_s)
         pipe.execute()
+        logs.current_task.set(task.id)
+        log.info("task %s queued: %s with %s at %s priority", task.id, task.task_type.value, model, task.priority.value)
         return task
 
     def get(self, task_id: str) -> Task:

@@ -98,11 +98,15 @@ class _FormReceiver:
     def _part_end(self) -> None:
         if self._to_file or self._name is None:
             return
+        value = self._value.decode("utf-8", "replace")
+        if self._name.endswith("[]") and self._name in self.form.fields:  # an array field: a, b, ...
+            self.form.fields[self._name] += f",{value}"
+            return
         if self._name in self.form.fields:
             raise InvalidRequest(f"the field {self._name!r} is given more than once")
         if len(self.form.fields) >= MAX_FIELDS:
             raise InvalidRequest(f"a form has at most {MAX_FIELDS} fields")
-        self.form.fields[self._name] = self._value.decode("utf-8", "replace")
+        self.form.fields[self._name] = value
 
     def _end(self) -> None:
         self.ended = True

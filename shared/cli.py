@@ -6,7 +6,6 @@ import argparse
 import base64
 import hashlib
 import json
-import logging
 import os
 import secrets
 import signal
@@ -18,6 +17,8 @@ from typing import IO, Any
 
 import httpx
 
+from shared import logs
+from shared.client import Client, summary, write_output
 from shared.redis_server import RedisServer
 from shared.settings import Settings, env_example
 
@@ -29,7 +30,7 @@ def _overrides(args: argparse.Namespace, *names: str) -> dict[str, Any]:
 
 
 def _configure_logging(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings.log_level, settings.log_format)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -50,7 +51,76 @@ def cmd_api(args: argparse.Namespace) -> int:
 
     settings = Settings(**_overrides(args, "api_host", "api_port"))
     _configure_logging(settings)
-    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level=settings.log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level=settings.log_level,
+        log_config=None,
+    )  # uvicorn's lines go through our handler (text or JSON)
+    return 0
+
+
+def _client(args: argparse.Namespace) -> Client:
+    settings = Settings()
+    url = args.url or f"http://{settings.api_host}:{settings.api_port}"
+    return Client(url, args.api_key or settings.client_api_key)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    """Submit a file or URL; with --wait or -o, follow it with a progress bar and print the result."""
+    fields = {"task_type": args.task, "priority": args.priority}
+    fields |= {name: value for name, value in (("model", args.model), ("language", args.language)) if value}
+    client = _client(args)
+    try:
+        task = client.submit(args.source, fields)
+        print(f"task {task['id']} {task['status']}", file=sys.stderr)
+        if not (args.wait or args.output):
+            return 0
+        final = client.follow(task["id"], sys.stderr)
+        if final["status"] != "completed":
+            print(summary(final), file=sys.stderr)
+            return 1
+        write_output(client.result(task["id"], args.format), args.output)
+        return 0
+    finally:
+        client.close()
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print a task's state."""
+    client = _client(args)
+    try:
+        print(summary(client.task(args.task_id)))
+    finally:
+        client.close()
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """Print the newest tasks, one a line."""
+    client = _client(args)
+    try:
+        params = {"limit": args.limit, **({"status": args.status} if args.status else {})}
+        page = client.tasks(params)
+    finally:
+        client.close()
+    for task in page["tasks"]:
+        print(
+            f"{task['id']}  {task['status']:<11} {task['progress'] * 100:3.0f}%  {task['model']:<10} "
+            f"{task['created_at']}  {task['source'].get('filename') or task['source'].get('url') or ''}"
+        )
+    print(f"{len(page['tasks'])} of {page['total']}", file=sys.stderr)
+    return 0
+
+
+def cmd_result(args: argparse.Namespace) -> int:
+    """Print or save a task's result."""
+    client = _client(args)
+    try:
+        write_output(client.result(args.task_id, args.format), args.output)
+    finally:
+        client.close()
     return 0
 
 
@@ -209,6 +279,37 @@ def build_parser() -> argparse.ArgumentParser:
     new_key.add_argument("name", help="the key's owner name")
     new_key.add_argument("--admin", action="store_true", help="the key sees every task")
     new_key.set_defaults(handler=cmd_new_key)
+
+    client = argparse.ArgumentParser(add_help=False)
+    client.add_argument("--url", help="the API (default: http://API_HOST:API_PORT from the settings)")
+    client.add_argument("--api-key", help="API key (default: WHISPERQ_CLIENT_API_KEY)")
+    formats = ["json", "text", "srt", "vtt", "tsv", "verbose_json"]
+
+    submit = commands.add_parser("submit", parents=[client], help="submit a file or URL")
+    submit.add_argument("source", help="a media file, or an http(s) URL")
+    submit.add_argument("--model")
+    submit.add_argument("--language")
+    submit.add_argument("--priority", choices=["high", "normal", "low"], default="normal")
+    submit.add_argument("--task", choices=["transcribe", "translate"], default="transcribe")
+    submit.add_argument("--format", choices=formats, default="text", help="result format (default text)")
+    submit.add_argument("-o", "--output", help="write the result here (implies --wait)")
+    submit.add_argument("--wait", action="store_true", help="follow the task with a progress bar, print the result")
+    submit.set_defaults(handler=cmd_submit)
+
+    status = commands.add_parser("status", parents=[client], help="show a task")
+    status.add_argument("task_id")
+    status.set_defaults(handler=cmd_status)
+
+    listing = commands.add_parser("list", parents=[client], help="list recent tasks")
+    listing.add_argument("--status")
+    listing.add_argument("--limit", type=int, default=20)
+    listing.set_defaults(handler=cmd_list)
+
+    result = commands.add_parser("result", parents=[client], help="print or save a task's result")
+    result.add_argument("task_id")
+    result.add_argument("--format", choices=formats, default="text")
+    result.add_argument("-o", "--output")
+    result.set_defaults(handler=cmd_result)
 
     worker = commands.add_parser("worker", help="run one worker")
     worker.add_argument("--model", help="model to serve")

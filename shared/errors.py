@@ -138,6 +138,27 @@ class RateLimited(TooManyTasks):
     code = "rate_limited"
 
 
+class SummariesUnavailable(WhisperqError):
+    """No language model is configured for summaries."""
+
+    code = "summaries_unavailable"
+    http_status = 503
+
+
+class SummaryFailed(WhisperqError):
+    """The configured language model did not answer with a summary."""
+
+    code = "summary_failed"
+    http_status = 502
+
+
+class Forbidden(WhisperqError):
+    """The key is valid but may not do this."""
+
+    code = "forbidden"
+    http_status = 403
+
+
 class Unauthorized(WhisperqError):
     """No valid API key was sent where one is needed."""
 

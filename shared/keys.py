@@ -66,6 +66,31 @@ def gpu_lease_key(pool: str, gpu: str) -> str:
     return f"{PREFIX}:gpu:{pool}:{gpu}"
 
 
+def events_key(task_id: str) -> str:
+    """A task's live events (status changes, progress, segments): a Redis stream."""
+    return f"{PREFIX}:events:{task_id}"
+
+
+def metrics_histogram_key(name: str, model: str) -> str:
+    """One histogram of one model: bucket counts, count and sum."""
+    return f"{PREFIX}:metrics:histogram:{name}:{model}"
+
+
+def metrics_models_key() -> str:
+    """Models that have histogram figures."""
+    return f"{PREFIX}:metrics:models"
+
+
+def metrics_counter_key(name: str) -> str:
+    """One counter, a field per label value."""
+    return f"{PREFIX}:metrics:counter:{name}"
+
+
+def summary_key(task_id: str) -> str:
+    """The latest summary of a task's transcript (JSON)."""
+    return f"{PREFIX}:summary:{task_id}"
+
+
 def rate_key(owner: str, window: int) -> str:
     """Requests of one API key in one minute."""
     return f"{PREFIX}:rate:{owner}:{window}"

@@ -501,7 +501,11 @@ class TaskQuery(BaseModel):
         default=20, ge=1, le=100, description="Tasks per page, 1 to 100. / 每页任务数（1 到 100）。", examples=[20]
     )
     offset: int = Field(
-        default=0, ge=0, description="Tasks to skip, newest first. / 跳过的任务数（按最新排序）。", examples=[0]
+        default=0,
+        ge=0,
+        le=1_000_000_000,
+        description="Tasks to skip, newest first. / 跳过的任务数（按最新排序）。",
+        examples=[0],
     )
 
     @field_validator("language")

@@ -67,6 +67,15 @@ class Settings(BaseSettings):
         default_factory=list, description='API keys as JSON: [{"name": "alice", "sha256": "...", "admin": false}].'
     )
     require_api_key: bool = Field(default=False, description="Refuse requests without a valid API key.")
+    protect_metrics: bool = Field(default=False, description="Serve /metrics to admin keys only.")
+    log_format: Literal["text", "json"] = Field(default="text", description="Log lines as text or as JSON objects.")
+    llm_base_url: str | None = Field(
+        default=None, description="OpenAI-compatible chat endpoint for summaries, e.g. http://llm:8000/v1."
+    )
+    llm_api_key: str | None = Field(default=None, description="Key for the summaries endpoint.")
+    llm_model: str | None = Field(default=None, description="Model name sent to the summaries endpoint.")
+    llm_timeout_s: float = Field(default=120.0, gt=0, description="Time the summaries endpoint has to answer.")
+    client_api_key: str | None = Field(default=None, description="The key the whisperq command-line client sends.")
     webhook_secret: str | None = Field(
         default=None, description="Signs callbacks of tasks whose key has no secret of its own (whsec_...)."
     )
@@ -85,6 +94,9 @@ class Settings(BaseSettings):
     )
     max_media_duration_s: int = Field(default=4 * 3600, gt=0, description="Longest media accepted from a page URL.")
     download_timeout_s: float = Field(default=30.0, gt=0, description="Connect and read timeout for URL downloads.")
+    openai_timeout_s: float = Field(
+        default=600.0, gt=0, description="How long the OpenAI-compatible endpoints wait for a result."
+    )
     job_timeout_base_s: float = Field(default=300.0, gt=0, description="Job time limit: this base...")
     job_timeout_factor: float = Field(default=3.0, gt=0, description="...plus this many seconds per second of audio.")
     max_attempts: int = Field(default=3, ge=1, description="Runs of a task whose worker died before it fails.")

@@ -24,7 +24,8 @@ _JSON_FIELDS = {"options", "source"}
 # With an expected worker, it applies only while the task is still that worker's (so that of
 # several janitors only one recovers a task). A task with a callback URL that reaches a final status
 # is put on the callback queue in the same step, so no notice is lost between the two.
-# KEYS: task hash, all-tasks set, callback queue, [result].
+# Every status change is appended to the task's event stream, for live status.
+# KEYS: task hash, all-tasks set, callback queue, event stream, [result].
 # ARGV: result, index prefix, expected worker or '', field, value, ...
 _UPDATE_ACTIVE = """
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -50,18 +51,22 @@ if #ARGV >= 4 then
   redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 end
 local final = redis.call('HGET', KEYS[1], 'status')
+if final ~= status then
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', 2000, '*', 'type', 'status', 'status', final)
+  redis.call('EXPIRE', KEYS[4], redis.call('TTL', KEYS[1]))
+end
 if final ~= status and (final == 'completed' or final == 'failed' or final == 'cancelled')
     and redis.call('HEXISTS', KEYS[1], 'callback_url') == 1 then
   local now = redis.call('TIME')
   redis.call('HSET', KEYS[1], 'callback_status', 'pending', 'callback_attempts', 0)
   redis.call('ZADD', KEYS[3], now[1] * 1000 + math.floor(now[2] / 1000), id)
 end
-if KEYS[4] then
+if KEYS[5] then
   local ttl = redis.call('PTTL', KEYS[1])
   if ttl > 0 then
-    redis.call('SET', KEYS[4], ARGV[1], 'PX', ttl)
+    redis.call('SET', KEYS[5], ARGV[1], 'PX', ttl)
   else
-    redis.call('SET', KEYS[4], ARGV[1])
+    redis.call('SET', KEYS[5], ARGV[1])
   end
 end
 return 1
@@ -152,11 +157,30 @@ class TaskStore:
         score = _score(task.created_at)
         for index in [keys.all_tasks_key(), *_index_keys(fields)]:
             pipe.zadd(index, {task.id: score})
+        pipe.xadd(keys.events_key(task.id), {"type": "status", "status": task.status.value})
+        pipe.expire(keys.events_key(task.id), self.ttl_s)
+
+    def add_event(self, task_id: str, event: dict[str, str]) -> None:
+        """Append an event (progress, a decoded segment) to the task's live stream."""
+        self.redis.xadd(keys.events_key(task_id), cast(Any, event), maxlen=2000, approximate=True)
+
+    def events_after(self, task_id: str, last_id: str) -> list[tuple[str, dict[str, str]]]:
+        """The task's events after `last_id` ("0" for all), oldest first."""
+        entries = cast(
+            list[Any], self.redis.xrange(keys.events_key(task_id), min=f"({last_id}" if last_id != "0" else "-")
+        )
+        return [(raw_id.decode(), {k.decode(): v.decode() for k, v in fields.items()}) for raw_id, fields in entries]
 
     def delete(self, task: Task) -> None:
         """Remove a task, its result, its deliveries and its index entries."""
         pipe = self.redis.pipeline()
-        pipe.delete(keys.task_key(task.id), keys.result_key(task.id), keys.deliveries_key(task.id))
+        pipe.delete(
+            keys.task_key(task.id),
+            keys.result_key(task.id),
+            keys.deliveries_key(task.id),
+            keys.events_key(task.id),
+            keys.summary_key(task.id),
+        )
         pipe.zrem(keys.callbacks_due_key(), task.id)
         pipe.zrem(keys.callbacks_leased_key(), task.id)
         for index in [keys.all_tasks_key(), *_index_keys(task.model_dump(mode="json"))]:
@@ -259,6 +283,11 @@ class TaskStore:
         """Return callbacks whose deliverer died to the queue; how many."""
         return int(self._release_leases(keys=[keys.callbacks_leased_key(), keys.callbacks_due_key()]))
 
+    def save_summary(self, task_id: str, summary: str) -> None:
+        """Keep a summary beside the task, for as long as the task."""
+        ttl = int(self.redis.ttl(keys.task_key(task_id)))
+        self.redis.set(keys.summary_key(task_id), summary, ex=ttl if ttl > 0 else self.ttl_s)
+
     def deliveries(self, task_id: str) -> list[Delivery]:
         """Every callback attempt of a task, oldest first."""
         raw = cast(list[bytes], self.redis.lrange(keys.deliveries_key(task_id), 0, -1))
@@ -326,6 +355,6 @@ class TaskStore:
         present = {key: value for key, value in fields.items() if value is not None}
         pairs = (item for pair in _encode(present).items() for item in pair)
         args = [result or "", keys.index_prefix(), expect_worker or "", *pairs]
-        task_keys = [keys.task_key(task_id), keys.all_tasks_key(), keys.callbacks_due_key()]
+        task_keys = [keys.task_key(task_id), keys.all_tasks_key(), keys.callbacks_due_key(), keys.events_key(task_id)]
         task_keys += [keys.result_key(task_id)] if result else []
         return bool(self._update_active(keys=task_keys, args=args))

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-EXAMPLES_PER_OPERATION = 25
+EXAMPLES_PER_OPERATION = 50
 
 
 def test_every_operation_holds_its_contract(

@@ -98,6 +98,7 @@ def test_listing_follows_status_changes(api: httpx.Client, models: None) -> None
         {"offset": -1},
         {"status": "done"},
         {"language": "elvish"},
+        {"offset": str(10**19)},
         {"created_after": "yesterday"},
         {"created_after": "2026-01-01T00:00:00"},
         {"sort": "oldest"},

@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from shared import netguard
+from shared import metrics, netguard
 from shared.enums import CallbackStatus
 from shared.errors import TaskNotFound
 from shared.netguard import Policy
@@ -106,6 +106,16 @@ class Deliverer:
             self.store.record_delivery(task.id, delivery, CallbackStatus.PENDING, retry_at)
         else:
             self.store.record_delivery(task.id, delivery, CallbackStatus.FAILED, None)
+        outcome = (
+            "delivered"
+            if error is None
+            else "refused"
+            if refused
+            else f"http_{status_code}"
+            if status_code
+            else "network_error"
+        )
+        metrics.count(self.store.redis, "callbacks", outcome)
         log.info("callback of task %s, attempt %d: %s", task.id, attempt, error or status_code)
 
     def payload(self, task: Task) -> dict[str, Any]:

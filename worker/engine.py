@@ -16,7 +16,8 @@ from worker.models import resolve_model
 
 log = logging.getLogger(__name__)
 
-ProgressCallback = Callable[[float], None]
+# Called with the share of the audio done and the segment just decoded.
+ProgressCallback = Callable[[float, Segment], None]
 
 
 @dataclass(frozen=True)
@@ -118,8 +119,7 @@ def _collect(segments: Iterable[Any], duration: float, on_progress: ProgressCall
     collected = []
     for raw in segments:
         collected.append(_segment(raw))
-        if duration > 0:
-            on_progress(min(1.0, raw.end / duration))
+        on_progress(min(1.0, raw.end / duration) if duration > 0 else 0.0, collected[-1])
     return collected
 
 

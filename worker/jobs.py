@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import time
 
+from shared import logs, metrics
 from shared.enums import TaskStatus
 from shared.errors import TaskCancelled, TaskNotFound, WhisperqError
-from shared.schemas import Task
+from shared.schemas import Segment, Task
 from worker import context, download, engine
 from worker.context import ColdStop, WorkerContext
 from worker.deadline import deadline
@@ -21,6 +22,7 @@ UNKNOWN_DURATION_S = 3600.0
 def transcribe(task_id: str) -> None:
     """Run one task: fetch its media if it is a URL, transcribe it, store the result, mark the outcome."""
     ctx = context.current()
+    logs.current_task.set(task_id)
     task = _claim(ctx, task_id)
     if task is None:
         return
@@ -62,6 +64,7 @@ def _download(ctx: WorkerContext, task: Task) -> Task:
     """Fetch the task's URL onto the volume and record what was found there."""
     assert task.source.url is not None
     fetched = download.fetch(task.source.url, ctx.storage, ctx.settings, _cancellation_check(ctx, task.id))
+    metrics.count(ctx.store.redis, "upload_bytes", "download", fetched.size_bytes)
     source = task.source.model_copy(
         update={
             "platform": fetched.platform,
@@ -96,10 +99,13 @@ def _cancellation_check(ctx: WorkerContext, task_id: str, every_s: float = 1.0) 
     return check
 
 
-def _progress(ctx: WorkerContext, task_id: str, share: float) -> None:
-    """Record progress; a task that was cancelled or deleted meanwhile stops here, between segments."""
+def _progress(ctx: WorkerContext, task_id: str, share: float, segment: Segment) -> None:
+    """Record progress and stream the segment; a task cancelled or deleted meanwhile stops here."""
     if not ctx.store.update(task_id, progress=round(share, 4)):
         raise TaskCancelled(f"task {task_id} was cancelled or deleted while running")
+    ctx.store.add_event(
+        task_id, {"type": "segment", "progress": str(round(share, 4)), "segment": segment.model_dump_json()}
+    )
 
 
 def _run(ctx: WorkerContext, task: Task) -> None:
@@ -111,7 +117,11 @@ def _run(ctx: WorkerContext, task: Task) -> None:
     started = time.perf_counter()
     with deadline(ctx.settings.job_timeout(duration if duration is not None else UNKNOWN_DURATION_S)):
         transcript = engine.transcribe(
-            ctx.engine, path, task.task_type, task.options, on_progress=lambda share: _progress(ctx, task.id, share)
+            ctx.engine,
+            path,
+            task.task_type,
+            task.options,
+            on_progress=lambda share, segment: _progress(ctx, task.id, share, segment),
         )
     ctx.store.update(
         task.id,
@@ -119,7 +129,11 @@ def _run(ctx: WorkerContext, task: Task) -> None:
         language=transcript.language,
         language_probability=transcript.language_probability,
     )
-    if ctx.store.complete(task.id, transcript, time.perf_counter() - started):
+    processing = time.perf_counter() - started
+    if ctx.store.complete(task.id, transcript, processing):
         log.info("task %s completed: %.1f s of audio", task.id, transcript.duration)
+        metrics.observe(ctx.store.redis, "processing_seconds", task.model, processing)
+        if transcript.duration > 0:
+            metrics.observe(ctx.store.redis, "real_time_factor", task.model, processing / transcript.duration)
     else:
         log.warning("task %s: result discarded, the task had finished or gone meanwhile", task.id)

@@ -4,17 +4,24 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from api import live
 from api.deps import SettingsDep, StorageDep, TaskId, TasksDep
 from api.openapi import ERROR_RESPONSES, form_body
+from api.summary import SummaryCreate, SummaryPublic, summarise
 from api.upload import receive_form
 from shared.enums import ResponseFormat
 from shared.schemas import TaskCreate, TaskPage, TaskPublic, TaskQuery, TranscribeOptions
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"], responses=ERROR_RESPONSES)
 
+LastEventId = Annotated[
+    str | None,
+    Header(description="Resume after this event id. / 从该事件之后继续。", examples=["1700000000000-0"]),
+]
 ResultFormat = Annotated[
     ResponseFormat,
     Query(description="Result format. / 结果格式：json、text、srt、vtt、tsv、verbose_json。", examples=["srt"]),
@@ -62,6 +69,21 @@ def get_result(task_id: TaskId, tasks: TasksDep, format: ResultFormat = Response
     return Response(content=body, media_type=media_type)
 
 
+@router.get(
+    "/{task_id}/events",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "Server-sent events."}},
+)
+async def task_events(task_id: TaskId, tasks: TasksDep, last_event_id: LastEventId = None) -> StreamingResponse:
+    """Live status as server-sent events: status, progress with each segment, then final. / 实时状态事件流。"""
+    await run_in_threadpool(tasks.get, task_id)
+    return StreamingResponse(
+        live.stream(tasks, task_id, last_event_id or "0"),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
 @router.post("/{task_id}/cancel", response_model=TaskPublic)
 def cancel_task(task_id: TaskId, tasks: TasksDep) -> TaskPublic:
     """Stop a queued or running task; it stays, as cancelled. / 取消排队或运行中的任务，任务保留为已取消。"""
@@ -73,6 +95,14 @@ def delete_task(task_id: TaskId, tasks: TasksDep) -> Response:
     """Remove a task, its result, files and job; a running one is stopped. / 删除任务及其结果和文件。"""
     tasks.delete(task_id)
     return Response(status_code=204)
+
+
+@router.post("/{task_id}/summary", response_model=SummaryPublic)
+def summarise_task(
+    task_id: TaskId, tasks: TasksDep, settings: SettingsDep, request: SummaryCreate | None = None
+) -> SummaryPublic:
+    """Summarise the transcript with the configured language model. / 用配置的大语言模型总结转写内容。"""
+    return summarise(tasks, settings, task_id, request or SummaryCreate())
 
 
 @router.post("/{task_id}/callback/redeliver", response_model=TaskPublic)

@@ -1,0 +1,70 @@
+"""Summaries of transcripts by any OpenAI-compatible chat endpoint the operator configures."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.service import TaskService
+from shared.enums import TaskStatus
+from shared.errors import SummariesUnavailable, SummaryFailed, TaskNotCompleted
+from shared.settings import Settings
+from shared.store import utcnow
+
+DEFAULT_PROMPT = "Summarise this transcript in a few sentences, in the language it is written in."
+
+
+class SummaryCreate(BaseModel):
+    """What a client may ask of a summary."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str | None = Field(
+        default=None,
+        max_length=4000,
+        description="Instructions for the model. / 指令。",
+        examples=["List the action items."],
+    )
+
+
+class SummaryPublic(BaseModel):
+    """A stored summary."""
+
+    task_id: str
+    summary: str
+    model: str
+    prompt: str
+    created_at: datetime
+
+
+def summarise(tasks: TaskService, settings: Settings, task_id: str, request: SummaryCreate) -> SummaryPublic:
+    """Send the transcript with the prompt to the chat endpoint; store and return its answer."""
+    task = tasks.get(task_id)
+    if not settings.llm_base_url or not settings.llm_model:
+        raise SummariesUnavailable("no language model is configured (WHISPERQ_LLM_BASE_URL, WHISPERQ_LLM_MODEL)")
+    transcript = tasks.store.result(task_id) if task.status is TaskStatus.COMPLETED else None
+    if transcript is None:
+        raise TaskNotCompleted(f"task {task_id} is {task.status.value}; it can be summarised once it is completed")
+    prompt = request.prompt or DEFAULT_PROMPT
+    text = _chat(settings, prompt, transcript.text)
+    summary = SummaryPublic(task_id=task_id, summary=text, model=settings.llm_model, prompt=prompt, created_at=utcnow())
+    tasks.store.save_summary(task_id, summary.model_dump_json())
+    return summary
+
+
+def _chat(settings: Settings, prompt: str, text: str) -> str:
+    assert settings.llm_base_url and settings.llm_model
+    headers = {"Authorization": f"Bearer {settings.llm_api_key}"} if settings.llm_api_key else {}
+    body = {
+        "model": settings.llm_model,
+        "messages": [{"role": "system", "content": prompt}, {"role": "user", "content": text}],
+    }
+    url = settings.llm_base_url.rstrip("/") + "/chat/completions"
+    try:
+        response = httpx.post(url, json=body, headers=headers, timeout=settings.llm_timeout_s)
+        response.raise_for_status()
+        return str(response.json()["choices"][0]["message"]["content"]).strip()
+    except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as exc:
+        raise SummaryFailed(f"the language model did not give a summary: {type(exc).__name__}: {exc}") from exc
