@@ -152,6 +152,16 @@ class SummaryFailed(WhisperqError):
     http_status = 502
 
 
+class TaskFailed(WhisperqError):
+    """A task a client waited on ended without a result; carries the task's own error code."""
+
+    http_status = 400
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 class Forbidden(WhisperqError):
     """The key is valid but may not do this."""
 

@@ -84,6 +84,12 @@ def test_openai_errors_and_async_extension(live: httpx.Client) -> None:
             data={"model": "tiny.en", "callback_url": "http://127.0.0.1:9/hook"},
         )
     assert queued.status_code == 202 and queued.json()["priority"] == "high"
+    broken = live.post(
+        "/v1/audio/transcriptions",
+        data={"model": "tiny.en"},
+        files={"file": ("broken.flac", b"fLaC" + bytes(range(256)) * 8)},
+    )
+    assert broken.status_code == 400 and broken.json()["error"]["code"] == "unsupported_media"
     task_id = queued.json()["id"]
     assert wait_for(lambda: live.get(f"/v1/tasks/{task_id}").json()["status"] == "completed")
 

@@ -50,6 +50,15 @@ def backoff(attempt: int, base_s: float) -> float:
     return float(base_s * 2 ** (attempt - 1) * random.uniform(0.5, 1.5))
 
 
+def _outcome(status_code: int | None, error: str | None, refused: bool) -> str:
+    """The label an attempt is counted under in the metrics."""
+    if error is None:
+        return "delivered"
+    if refused:
+        return "refused"
+    return f"http_{status_code}" if status_code else "network_error"
+
+
 class Deliverer:
     """Takes due callbacks off the queue and delivers them, one at a time, until stopped."""
 
@@ -106,16 +115,7 @@ class Deliverer:
             self.store.record_delivery(task.id, delivery, CallbackStatus.PENDING, retry_at)
         else:
             self.store.record_delivery(task.id, delivery, CallbackStatus.FAILED, None)
-        outcome = (
-            "delivered"
-            if error is None
-            else "refused"
-            if refused
-            else f"http_{status_code}"
-            if status_code
-            else "network_error"
-        )
-        metrics.count(self.store.redis, "callbacks", outcome)
+        metrics.count(self.store.redis, "callbacks", _outcome(status_code, error, refused))
         log.info("callback of task %s, attempt %d: %s", task.id, attempt, error or status_code)
 
     def payload(self, task: Task) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from api.service import TaskService
 from api.upload import ReceivedForm, receive_form
 from shared import fleet
 from shared.enums import ResponseFormat, TaskStatus
-from shared.errors import InvalidRequest, TaskTimeout, WhisperqError
+from shared.errors import InvalidRequest, TaskFailed, TaskTimeout
 from shared.formats import render, verbose_json
 from shared.schemas import Task, form_model
 from shared.settings import Settings
@@ -102,9 +102,7 @@ async def _wait(tasks: TaskService, task_id: str, timeout_s: float) -> Task:
 
 def _answer(tasks: TaskService, task: Task, request: OpenAIForm) -> Response:
     if task.status is not TaskStatus.COMPLETED:
-        error = WhisperqError(task.error_message or f"the task was {task.status.value}")
-        error.code, error.http_status = task.error_code or task.status.value, 400
-        raise error
+        raise TaskFailed(task.error_message or f"the task was {task.status.value}", task.error_code or "cancelled")
     transcript = tasks.store.result(task.id)
     assert transcript is not None
     if request.response_format == "json":
