@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from benchmark.dataset import Clip, Filters, load_folder, load_manifest
 from benchmark.report import Run, markdown, median_ratio, summaries, write_outputs
-from benchmark.runners import ApiRunner, EngineRunner, Runner, own_peak_memory_mb, run_all
+from benchmark.runners import ApiRunner, EngineRunner, Outcome, Runner, own_peak_memory_mb, run_all
 from benchmark.service import local_service
 from shared.settings import Settings
 
@@ -151,23 +151,21 @@ def interleaved(engine: Runner, api: Runner, clips: Sequence[Clip], memory: Any)
         for clip in clips:
             pairs.append((engine.run(clip), api.run(clip)))
             bar.update()
-    direct = Run(
-        path=engine.path,
-        model=engine.model,
-        outcomes=[d for d, _ in pairs],
-        concurrency=1,
-        wall_s=sum(d.latency_s for d, _ in pairs),
-        peak_memory_mb=own_peak_memory_mb(),
-    )
-    served = Run(
-        path=api.path,
-        model=api.model,
-        outcomes=[s for _, s in pairs],
-        concurrency=1,
-        wall_s=sum(s.latency_s for _, s in pairs),
-        peak_memory_mb=memory(),
-    )
+    direct = _sequential_run(engine, [d for d, _ in pairs], own_peak_memory_mb())
+    served = _sequential_run(api, [s for _, s in pairs], memory())
     return direct, served
+
+
+def _sequential_run(runner: Runner, outcomes: list[Outcome], peak_memory_mb: float | None) -> Run:
+    """A run of clips taken one at a time: its wall time is the sum of their latencies."""
+    return Run(
+        path=runner.path,
+        model=runner.model,
+        outcomes=outcomes,
+        concurrency=1,
+        wall_s=sum(o.latency_s for o in outcomes),
+        peak_memory_mb=peak_memory_mb,
+    )
 
 
 def _ratios(label: str, values: list[float]) -> str:
