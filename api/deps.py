@@ -45,7 +45,12 @@ def get_tasks(request: Request, caller: CallerDep) -> TaskService:
     """The task service for this request's caller."""
     state = request.app.state
     return TaskService(
-        redis=state.redis, store=state.store, storage=state.storage, settings=state.settings, caller=caller
+        redis=state.redis,
+        store=state.store,
+        chunks=state.chunks,
+        storage=state.storage,
+        settings=state.settings,
+        caller=caller,
     )
 
 

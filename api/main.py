@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from api.errors import install_error_handlers
 from api.routes import audio, health, metrics, openai, tasks
+from shared.chunks import ChunkStore
 from shared.connection import connect
 from shared.settings import Settings, get_settings
 from shared.storage import UploadStorage
@@ -25,6 +26,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.redis = redis
         app.state.store = TaskStore(redis, settings.task_ttl_s)
         app.state.storage = UploadStorage(settings.uploads)
+        app.state.chunks = ChunkStore(redis, settings.task_ttl_s)
         yield
         redis.close()
 

@@ -12,6 +12,7 @@ from redis import Redis
 from api.auth import Caller
 from api.upload import ReceivedForm
 from shared import fleet, keys, logs, queues
+from shared.chunks import ChunkStore
 from shared.enums import ResponseFormat, TaskStatus, TaskType
 from shared.errors import InvalidRequest, ModelNotServed, TaskFinished, TaskNotCompleted, TaskNotFound, TooManyTasks
 from shared.formats import render
@@ -58,6 +59,7 @@ class TaskService:
 
     redis: Redis
     store: TaskStore
+    chunks: ChunkStore
     storage: UploadStorage
     settings: Settings
     caller: Caller
@@ -125,7 +127,15 @@ class TaskService:
         task = self.get(task_id)
         position = queues.position(self.redis, task) if task.status is TaskStatus.QUEUED else None
         result = self.store.result(task_id) if task.status is TaskStatus.COMPLETED else None
-        return TaskPublic.build(task, position, result, self.store.deliveries(task_id))
+        return TaskPublic.build(task, position, result, self.store.deliveries(task_id), self._chunks_done(task))
+
+    def _chunks_done(self, task: Task) -> int | None:
+        if task.chunks is None:
+            return None
+        if task.status is TaskStatus.COMPLETED:
+            return task.chunks
+        split = self.chunks.load(task.id)
+        return split.finished if split else 0
 
     def result(self, task_id: str, fmt: ResponseFormat) -> tuple[str, str]:
         """A completed task's result rendered in one format, with its media type."""
@@ -158,14 +168,14 @@ class TaskService:
         task = self.get(task_id)
         if task.status.finished or not self.store.cancel(task_id):
             raise TaskFinished(f"task {task_id} has already finished ({self.store.get(task_id).status.value})")
-        self._release(task)
+        self._release(task, self.store.get(task_id).chunks)
         return self.describe(task_id)
 
     def delete(self, task_id: str) -> None:
         """Remove a task everywhere: its job, its files, its result, its deliveries and its index entries."""
         task = self.get(task_id)
         self.store.delete(task)
-        self._release(task)
+        self._release(task, task.chunks)
 
     def redeliver(self, task_id: str) -> TaskPublic:
         """Send the task's callback again (for a finished task with a callback URL)."""
@@ -177,9 +187,17 @@ class TaskService:
         self.store.schedule_callback(task_id)
         return self.describe(task_id)
 
-    def _release(self, task: Task) -> None:
-        """Take the job off its queue and the media off the volume; a running worker stops at its next segment."""
+    def _release(self, task: Task, chunks: int | None) -> None:
+        """Take its jobs off their queues and its media off the volume; running workers stop at their next segment.
+
+        A split task's waiting chunks leave the queue; a worker busy on one of its chunks sees the task gone
+        or cancelled at its next segment, and a chunk taken later finds it so and does nothing.
+        """
         if task.status not in (TaskStatus.PROCESSING, TaskStatus.DOWNLOADING):
             queues.remove(self.redis, task)
+        if chunks is not None:
+            queues.remove_chunks(self.redis, task.id, chunks)
+            self.chunks.delete(task.id)
+            self.storage.remove_chunks(task.id)
         if task.upload_name:
             self.storage.remove(task.upload_name)

@@ -41,6 +41,11 @@ def listing_key(token: str) -> str:
     return f"{PREFIX}:listing:{token}"
 
 
+def chunks_key(task_id: str) -> str:
+    """Hash holding a split task's chunk plan, the state of each chunk and the segments of finished ones."""
+    return f"{PREFIX}:chunks:{task_id}"
+
+
 def recovery_lock_key(task_id: str) -> str:
     """Held for a minute by the janitor that re-enqueues a lost job, so only one does."""
     return f"{PREFIX}:recovering:{task_id}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from redis import Redis
 from redis.client import Pipeline
 from rq import Queue
@@ -12,8 +14,9 @@ from shared import keys
 from shared.enums import Priority
 from shared.schemas import Task
 
-# The API names the job by its dotted path, so it never imports the engine.
+# The API names the jobs by their dotted paths, so it never imports the engine.
 TRANSCRIBE_JOB = "worker.jobs.transcribe"
+CHUNK_JOB = "worker.jobs.transcribe_chunk"
 
 
 def task_queue(redis: Redis, task: Task) -> Queue:
@@ -37,6 +40,37 @@ def enqueue(redis: Redis, task: Task, pipe: Pipeline, ttl_s: int) -> None:
     )
 
 
+def chunk_job_id(task_id: str, index: int) -> str:
+    """The RQ job id of one chunk of a split task."""
+    return f"{task_id}-{index}"
+
+
+def enqueue_chunks(redis: Redis, task: Task, indexes: Iterable[int], ttl_s: int, at_front: bool = False) -> None:
+    """Enqueue chunk jobs on the task's queue, in one transaction; any worker of the model may take any of them."""
+    queue = task_queue(redis, task)
+    pipe = redis.pipeline()
+    pipe.multi()
+    for index in indexes:
+        remove_job(redis, chunk_job_id(task.id, index))
+        queue.enqueue_call(
+            CHUNK_JOB,
+            args=(task.id, index),
+            job_id=chunk_job_id(task.id, index),
+            timeout=-1,
+            result_ttl=ttl_s,
+            failure_ttl=ttl_s,
+            at_front=at_front,
+            pipeline=pipe,
+        )
+    pipe.execute()
+
+
+def remove_chunks(redis: Redis, task_id: str, count: int) -> None:
+    """Take every chunk job of a split task off its queue."""
+    for index in range(count):
+        remove_job(redis, chunk_job_id(task_id, index))
+
+
 def position(redis: Redis, task: Task) -> int | None:
     """1 for the next job on the task's queue; None if the job is not waiting there."""
     index = task_queue(redis, task).get_job_position(task.id)
@@ -45,8 +79,13 @@ def position(redis: Redis, task: Task) -> int | None:
 
 def remove(redis: Redis, task: Task) -> None:
     """Take the task's job off its queue and delete it, if it still exists."""
+    remove_job(redis, task.id)
+
+
+def remove_job(redis: Redis, job_id: str) -> None:
+    """Take a job off its queue and delete it, if it still exists."""
     try:
-        Job.fetch(task.id, connection=redis).delete(remove_from_queue=True)
+        Job.fetch(job_id, connection=redis).delete(remove_from_queue=True)
     except NoSuchJobError:
         pass
 

@@ -333,6 +333,19 @@ class Segment(BaseModel):
     words: list[Word] | None = None
 
 
+class Chunk(BaseModel):
+    """One piece of a long file, cut at silences: seconds on the original timeline."""
+
+    index: int = Field(ge=0)
+    start: float = Field(ge=0)
+    end: float = Field(ge=0)
+
+    @property
+    def duration(self) -> float:
+        """Seconds of audio in the chunk."""
+        return self.end - self.start
+
+
 class Transcript(BaseModel):
     """The engine's whole output for one task."""
 
@@ -386,6 +399,7 @@ class Task(BaseModel):
     duration: float | None = None
     attempts: int = 0
     worker: str | None = None
+    chunks: int | None = None
     error_code: str | None = None
     error_message: str | None = None
 
@@ -440,6 +454,8 @@ class TaskPublic(BaseModel):
     duration: float | None = Field(description="Audio duration in seconds.")
     attempts: int
     worker: str | None
+    chunks: int | None = Field(description="Pieces a long file was cut into at silences; null when not split.")
+    chunks_done: int | None = Field(description="Pieces transcribed so far, for a split task.")
     error: ErrorInfo | None
     result: Transcript | None
     result_formats: list[ResponseFormat] | None = Field(description="Formats the result can be fetched in.")
@@ -451,6 +467,7 @@ class TaskPublic(BaseModel):
         queue_position: int | None,
         result: Transcript | None,
         deliveries: list[Delivery] | None = None,
+        chunks_done: int | None = None,
     ) -> TaskPublic:
         """The public view of a stored task."""
         finished = task.completed_at or task.failed_at or task.cancelled_at
@@ -462,6 +479,7 @@ class TaskPublic(BaseModel):
             **task.model_dump(include=_SHARED_FIELDS),
             callback=callback,
             queue_position=queue_position,
+            chunks_done=chunks_done,
             started_at=task.processing_at,
             finished_at=finished,
             error=error,

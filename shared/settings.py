@@ -61,6 +61,18 @@ class Settings(BaseSettings):
         default=None, description="A file a live worker touches every few seconds, for container health checks."
     )
     cpu_threads: int = Field(default=0, ge=0, description="CPU threads per worker; 0 lets CTranslate2 choose.")
+    batch_size: int = Field(
+        default=0,
+        ge=0,
+        le=256,
+        description="Decode this many 30-s windows at once (BatchedInferencePipeline, for GPUs); 0: one at a time.",
+    )
+    split_after_s: float = Field(
+        default=300.0, ge=0, description="Audio longer than this is cut at silences into chunks; 0: never split."
+    )
+    chunk_target_s: float = Field(
+        default=30.0, ge=5, description="Length a chunk is cut to, at the widest pause in its second half."
+    )
     allow_download: bool = Field(default=True, description="Let workers download models from the model hub.")
 
     api_keys: list[ApiKey] = Field(

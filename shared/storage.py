@@ -120,6 +120,19 @@ class UploadStorage:
             raise ValueError(f"not an upload name: {name!r}")
         return self.root / name
 
+    def chunk_path(self, task_id: str, index: int) -> Path:
+        """Where one chunk of a split task keeps its audio."""
+        return self._chunk_dir(task_id) / f"{index:04d}.wav"
+
+    def remove_chunks(self, task_id: str) -> None:
+        """Delete a split task's chunk audio, if any."""
+        shutil.rmtree(self._chunk_dir(task_id), ignore_errors=True)
+
+    def _chunk_dir(self, task_id: str) -> Path:
+        if not _NAME.match(task_id):
+            raise ValueError(f"not a task id: {task_id!r}")
+        return self.root / ".chunks" / task_id
+
     def remove(self, name: str) -> None:
         """Delete a stored upload, if it is still there."""
         self.path(name).unlink(missing_ok=True)

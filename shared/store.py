@@ -315,9 +315,9 @@ class TaskStore:
         status = cast(bytes | None, self.redis.hget(keys.task_key(task_id), "status"))
         return status is not None and not TaskStatus(status.decode()).finished
 
-    def update(self, task_id: str, **fields: Any) -> bool:
-        """Set fields (progress, media facts) on an active task."""
-        return self._apply(task_id, fields)
+    def update(self, task_id: str, expect_worker: str | None = None, **fields: Any) -> bool:
+        """Set fields (progress, media facts) on an active task (still `expect_worker`'s, if given)."""
+        return self._apply(task_id, fields, expect_worker=expect_worker)
 
     def complete(self, task_id: str, transcript: Transcript, processing_seconds: float) -> bool:
         """Store the result and mark the task completed."""

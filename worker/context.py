@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from shared.chunks import ChunkStore
 from shared.settings import Settings
 from shared.storage import UploadStorage
 from shared.store import TaskStore
@@ -18,6 +19,7 @@ class WorkerContext:
     settings: Settings
     engine: Engine
     store: TaskStore
+    chunks: ChunkStore
     storage: UploadStorage
 
 

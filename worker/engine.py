@@ -28,6 +28,8 @@ class Engine:
     name: str
     device: str
     compute_type: str
+    batched: Any = None
+    batch_size: int = 0
 
     @property
     def multilingual(self) -> bool:
@@ -60,7 +62,19 @@ def load_engine(settings: Settings) -> Engine:
     compute_type = pick_compute_type(settings.compute_type, device)
     log.info("loading model %s from %s on %s (%s)", settings.served_model, path, device, compute_type)
     model = WhisperModel(str(path), device=device, compute_type=compute_type, cpu_threads=settings.cpu_threads)
-    return Engine(model=model, name=settings.served_model, device=device, compute_type=compute_type)
+    batched = None
+    if settings.batch_size > 1:
+        from faster_whisper import BatchedInferencePipeline
+
+        batched = BatchedInferencePipeline(model)
+    return Engine(
+        model=model,
+        name=settings.served_model,
+        device=device,
+        compute_type=compute_type,
+        batched=batched,
+        batch_size=settings.batch_size,
+    )
 
 
 def decoding_kwargs(options: TranscribeOptions) -> dict[str, Any]:
@@ -72,6 +86,31 @@ def decoding_kwargs(options: TranscribeOptions) -> dict[str, Any]:
         vad = options.vad_parameters.model_dump(exclude_none=True)
         kwargs["vad_parameters"] = vad
     return kwargs
+
+
+def batched_kwargs(options: TranscribeOptions, batch_size: int) -> dict[str, Any]:
+    """BatchedInferencePipeline's arguments: it cuts the audio at silences itself, and takes clips as dicts."""
+    kwargs = decoding_kwargs(options)
+    clips = options.clip_timestamps or []
+    pairs = zip(clips[::2], [*clips[1::2], None][: len(clips[::2])], strict=True)
+    kwargs["clip_timestamps"] = [{"start": a, "end": b} for a, b in pairs if b is not None] or None
+    kwargs["vad_filter"] = True
+    kwargs["batch_size"] = batch_size
+    return kwargs
+
+
+def check(engine: Engine, task_type: TaskType, options: TranscribeOptions) -> None:
+    """InvalidRequest for what the model cannot do: an English-only model neither translates nor reads others."""
+    if not engine.multilingual and (task_type is TaskType.TRANSLATE or options.language not in (None, "en")):
+        raise InvalidRequest(f"model {engine.name} is English-only: it can neither translate nor read other languages")
+
+
+def detect_language(engine: Engine, samples: Any) -> tuple[str, float]:
+    """The language spoken in these 16 kHz samples (their first 30 s) and its probability; English for .en models."""
+    if not engine.multilingual:
+        return "en", 1.0
+    language, probability, _ = engine.model.detect_language(audio=samples)
+    return str(language), round(float(probability), 4)
 
 
 def probe(path: Path) -> float | None:
@@ -94,12 +133,15 @@ def transcribe(
     engine: Engine, path: Path, task_type: TaskType, options: TranscribeOptions, on_progress: ProgressCallback
 ) -> Transcript:
     """Transcribe or translate a media file, reporting progress (0 to 1) as segments arrive."""
-    if not engine.multilingual and (task_type is TaskType.TRANSLATE or options.language not in (None, "en")):
-        raise InvalidRequest(f"model {engine.name} is English-only: it can neither translate nor read other languages")
+    check(engine, task_type, options)
     import av
 
     try:
-        segments, info = engine.model.transcribe(str(path), task=task_type.value, **decoding_kwargs(options))
+        if engine.batched is not None:
+            kwargs = batched_kwargs(options, engine.batch_size)
+            segments, info = engine.batched.transcribe(str(path), task=task_type.value, **kwargs)
+        else:
+            segments, info = engine.model.transcribe(str(path), task=task_type.value, **decoding_kwargs(options))
     except av.FFmpegError as exc:
         raise UnsupportedMedia(f"the audio could not be decoded: {exc}") from exc
     if info.duration <= 0:

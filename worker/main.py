@@ -16,8 +16,8 @@ from rq import SimpleWorker
 from rq.worker import WorkerStatus
 
 from shared import fleet, keys
+from shared.chunks import ChunkStore
 from shared.connection import connect
-from shared.errors import TaskNotFound
 from shared.recovery import Janitor
 from shared.schemas import WorkerInfo
 from shared.settings import Settings
@@ -128,10 +128,13 @@ def serve(
 ) -> None:
     """Announce the worker, start its chores and its callback thread, and run RQ's loop."""
     store, storage = TaskStore(redis, settings.task_ttl_s), UploadStorage(settings.uploads)
+    chunks = ChunkStore(redis, settings.task_ttl_s)
     context.install(
-        context.WorkerContext(worker_id=worker_id, settings=settings, engine=engine, store=store, storage=storage)
+        context.WorkerContext(
+            worker_id=worker_id, settings=settings, engine=engine, store=store, chunks=chunks, storage=storage
+        )
     )
-    janitor = Janitor(redis, store, storage, settings)
+    janitor = Janitor(redis, store, chunks, storage, settings)
     info = worker_info(worker_id, engine, gpu)
     chores: list[Callable[[], object]] = [
         lambda: fleet.announce(redis, info, settings.worker_ttl_s),
@@ -154,11 +157,4 @@ def serve(
         upkeep.stop()
         fleet.withdraw(redis, worker_id)
         if rq_worker.interrupted:
-            _hand_back(store, janitor, rq_worker.interrupted, worker_id)
-
-
-def _hand_back(store: TaskStore, janitor: Janitor, task_id: str, worker_id: str) -> None:
-    try:
-        janitor.recover(store.get(task_id), worker_id)
-    except TaskNotFound:
-        pass
+            janitor.hand_back(rq_worker.interrupted, worker_id)

@@ -1,0 +1,74 @@
+"""Stitching chunk transcripts back into one, on the original timeline."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from shared.chunks import ChunkStore
+from shared.enums import TaskType
+from shared.schemas import Chunk, Segment, Task, Transcript
+from shared.storage import UploadStorage
+from shared.store import TaskStore, utcnow
+
+# Whisper counts seek in mel frames of 10 ms.
+FRAMES_PER_SECOND = 100
+
+
+def shift(segment: Segment, chunk: Chunk) -> Segment:
+    """A chunk's segment moved to the original timeline, kept inside its chunk so times never go back."""
+
+    def place(t: float) -> float:
+        return round(min(chunk.end, chunk.start + max(0.0, t)), 3)
+
+    words = None
+    if segment.words is not None:
+        words = [w.model_copy(update={"start": place(w.start), "end": place(w.end)}) for w in segment.words]
+    return segment.model_copy(
+        update={
+            "seek": segment.seek + round(chunk.start * FRAMES_PER_SECOND),
+            "start": place(segment.start),
+            "end": place(segment.end),
+            "words": words,
+        }
+    )
+
+
+def stitch(
+    task: TaskType,
+    language: str,
+    language_probability: float,
+    duration: float,
+    parts: Sequence[tuple[Chunk, Sequence[Segment]]],
+) -> Transcript:
+    """One transcript from the chunks' segments (already on the original timeline), in chunk order, ids from 1."""
+    segments: list[Segment] = []
+    for _, chunk_segments in sorted(parts, key=lambda part: part[0].index):
+        for segment in chunk_segments:
+            segments.append(segment.model_copy(update={"id": len(segments) + 1}))
+    return Transcript(
+        task=task,
+        language=language,
+        language_probability=language_probability,
+        duration=duration,
+        text="".join(segment.text for segment in segments).strip(),
+        segments=segments,
+    )
+
+
+def finish(task: Task, store: TaskStore, chunks: ChunkStore, storage: UploadStorage) -> tuple[Transcript, float] | None:
+    """Stitch a split task whose chunks are all done, store it completed, drop its chunks.
+
+    Returns the transcript and the seconds from the split to now; None if a chunk is not done or the task is gone.
+    """
+    split = chunks.load(task.id)
+    if split is None or split.finished < len(split.chunks):
+        return None
+    plan = [state.chunk for state in split.chunks]
+    transcript = stitch(
+        task.task_type, split.language, split.language_probability, plan[-1].end, chunks.segments(task.id, plan)
+    )
+    processing = (utcnow() - (task.processing_at or utcnow())).total_seconds()
+    completed = store.complete(task.id, transcript, processing)
+    chunks.delete(task.id)
+    storage.remove_chunks(task.id)
+    return (transcript, processing) if completed else None

@@ -1,0 +1,101 @@
+"""Cutting long audio at silences into chunks that any worker can transcribe on its own."""
+
+from __future__ import annotations
+
+import wave
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from shared.schemas import Chunk
+
+SAMPLE_RATE = 16_000
+
+# Silero VAD settings for finding cut points: pauses of 0.3 s count, and speech keeps 0.1 s of
+# padding each side, so a cut lies at least 0.15 s from anything the VAD heard as speech.
+_MIN_SILENCE_MS = 150
+_SPEECH_PAD_MS = 30
+
+Span = tuple[float, float]
+
+
+def decode(path: Path) -> Any:
+    """The media's first audio track as 16 kHz mono float32 samples."""
+    from faster_whisper.audio import decode_audio
+
+    return decode_audio(str(path), sampling_rate=SAMPLE_RATE)
+
+
+def speech_spans(audio: Any) -> list[Span]:
+    """Where Silero VAD hears speech, in seconds."""
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    options = VadOptions(min_silence_duration_ms=_MIN_SILENCE_MS, speech_pad_ms=_SPEECH_PAD_MS)
+    return [(span["start"] / SAMPLE_RATE, span["end"] / SAMPLE_RATE) for span in get_speech_timestamps(audio, options)]
+
+
+def silences(speech: Sequence[Span], duration: float) -> list[Span]:
+    """The stretches of [0, duration] outside speech."""
+    gaps, position = [], 0.0
+    for start, end in speech:
+        if start > position:
+            gaps.append((position, start))
+        position = max(position, end)
+    if duration > position:
+        gaps.append((position, duration))
+    return gaps
+
+
+def plan(speech: Sequence[Span], duration: float, target_s: float) -> list[Span]:
+    """Chunks covering [0, duration], cut only in silences, each as close to `target_s` as the pauses allow.
+
+    A chunk ends in the widest pause between half the target and the target after its start (the
+    likeliest end of a sentence); with no pause there, in the first pause after, so never inside speech.
+    """
+    quiet = silences(speech, duration)
+    chunks, start = [], 0.0
+    while duration - start > target_s:
+        cut = _cut_in(quiet, start + target_s / 2, start + target_s) or _first_cut_after(quiet, start + target_s)
+        if cut is None:
+            break
+        chunks.append((start, cut))
+        start = cut
+    chunks.append((start, duration))
+    return chunks
+
+
+def _cut_in(quiet: Sequence[Span], low: float, high: float) -> float | None:
+    """The middle of the widest silence within (low, high], clipped to it; None if no silence reaches in."""
+    clipped = [(max(a, low), min(b, high)) for a, b in quiet if b > low and a < high]
+    if not clipped:
+        return None
+    a, b = max(clipped, key=lambda span: (span[1] - span[0], span[0]))
+    return (a + b) / 2
+
+
+def _first_cut_after(quiet: Sequence[Span], low: float, reach_s: float = 1.0) -> float | None:
+    """A cut near the start of the first silence after `low` (inside its first second)."""
+    for a, b in quiet:
+        if b > low:
+            a = max(a, low)
+            return (a + min(b, a + reach_s)) / 2
+    return None
+
+
+def write_chunks(audio: Any, spans: Sequence[Span], path_of: Callable[[int], Path]) -> list[Chunk]:
+    """Write each span of the samples as a 16-bit mono WAV file at `path_of(index)`; the chunks, in order."""
+    import numpy as np
+
+    chunks = []
+    for index, (start, end) in enumerate(spans):
+        samples = audio[round(start * SAMPLE_RATE) : round(end * SAMPLE_RATE)]
+        pcm = (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2")
+        path = path_of(index)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with wave.open(str(path), "wb") as out:
+            out.setnchannels(1)
+            out.setsampwidth(2)
+            out.setframerate(SAMPLE_RATE)
+            out.writeframes(pcm.tobytes())
+        chunks.append(Chunk(index=index, start=round(start, 3), end=round(end, 3)))
+    return chunks
