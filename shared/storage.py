@@ -7,7 +7,7 @@ import re
 import shutil
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import TracebackType
 
@@ -125,8 +125,11 @@ class UploadStorage:
         return self._chunk_dir(task_id) / f"{index:04d}.wav"
 
     def remove_chunks(self, task_id: str) -> None:
-        """Delete a split task's chunk audio, if any."""
-        shutil.rmtree(self._chunk_dir(task_id), ignore_errors=True)
+        """Delete a split task's chunk audio, if any (and the chunks folder, once empty)."""
+        folder = self._chunk_dir(task_id)
+        shutil.rmtree(folder, ignore_errors=True)
+        with suppress(OSError):
+            folder.parent.rmdir()
 
     def _chunk_dir(self, task_id: str) -> Path:
         if not _NAME.match(task_id):

@@ -1,0 +1,285 @@
+"""Long files: cut at silences, chunks fanned out to workers, stitched back; cancel, kill and priority."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jiwer
+import pytest
+from redis import Redis
+from rq import Queue
+
+from benchmark.scoring import normalise
+from shared import keys
+from shared.chunks import PROCESSING, ChunkStore
+from shared.enums import Priority, TaskType
+from shared.schemas import Chunk, Segment, TranscribeOptions
+from shared.settings import Settings
+from shared.stitch import shift, stitch
+from tests.conftest import DATA, JFK, submit, wait_for
+from worker import splitting
+
+StartWorker = Callable[..., subprocess.Popen[str]]
+LJSPEECH = DATA / "long" / "ljspeech_LJ001_0001-0032_continuous.flac"
+ASTERISK = DATA / "long" / "asterisk_en_dev_concat.flac"
+SPLIT = {"split_after_s": 60.0, "chunk_target_s": 30.0}
+
+
+@lru_cache(maxsize=2)
+def planned(path: Path, target_s: float) -> tuple[list[tuple[float, float]], list[tuple[float, float]], float]:
+    """The speech the VAD hears in a file, the chunks it is cut into, and its duration."""
+    audio = splitting.decode(path)
+    duration = len(audio) / splitting.SAMPLE_RATE
+    speech = splitting.speech_spans(audio)
+    return speech, splitting.plan(speech, duration, target_s), duration
+
+
+def task(api: httpx.Client, task_id: str) -> dict[str, Any]:
+    body: dict[str, Any] = api.get(f"/v1/tasks/{task_id}").json()
+    return body
+
+
+def finished(api: httpx.Client, task_id: str, timeout_s: float = 300) -> dict[str, Any]:
+    ended = {"completed", "failed", "cancelled"}
+    return wait_for(lambda: (t := task(api, task_id))["status"] in ended and t, timeout_s)  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def long_api(api_factory: Callable[..., httpx.Client], served: Callable[[str], None]) -> httpx.Client:
+    served("tiny.en")
+    return api_factory(**SPLIT)
+
+
+@pytest.fixture
+def chunk_store(redis: Redis, settings: Settings) -> ChunkStore:
+    return ChunkStore(redis, settings.task_ttl_s)
+
+
+def held_chunk(chunk_store: ChunkStore, task_id: str) -> Any:
+    """Wait until a worker is partway through a chunk (not the first) of the task; that chunk's state."""
+
+    def check() -> Any:
+        split = chunk_store.load(task_id)
+        if split is None:
+            return None
+        return next((c for c in split.chunks if c.state == PROCESSING and c.chunk.index > 0), None)
+
+    return wait_for(check, timeout_s=120)
+
+
+# --- Splitting -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", [LJSPEECH, ASTERISK], ids=["ljspeech", "asterisk"])
+def test_cuts_fall_in_silences_and_chunks_cover_the_file(path: Path) -> None:
+    speech, chunks, duration = planned(path, 30.0)
+    assert chunks[0][0] == 0 and chunks[-1][1] == duration
+    assert all(a[1] == b[0] for a, b in zip(chunks, chunks[1:], strict=False)), "chunks are contiguous"
+    cuts = [end for _, end in chunks[:-1]]
+    for cut in cuts:
+        assert not any(start <= cut <= end for start, end in speech), f"cut at {cut:.2f} s is inside speech"
+    lengths = [end - start for start, end in chunks]
+    assert all(15 <= length <= 30 for length in lengths[:-1]), lengths
+    assert len(chunks) >= duration // 30
+
+
+def test_without_a_pause_nearby_the_cut_waits_for_the_next_one() -> None:
+    speech = [(0.0, 50.0), (50.5, 100.0)]  # a single pause, well past the target
+    assert splitting.plan(speech, 100.0, 30.0) == [(0.0, 50.25), (50.25, 100.0)]
+    assert splitting.plan([(0.0, 100.0)], 100.0, 30.0) == [(0.0, 100.0)], "no pause: never cut inside speech"
+    assert all(15 < b - a <= 30 for a, b in splitting.plan([], 100.0, 30.0)[:-1]), "silence may be cut anywhere"
+
+
+def test_stitching_moves_times_to_the_original_timeline_and_renumbers() -> None:
+    def segment(index: int, start: float, end: float, text: str) -> Segment:
+        return Segment(
+            id=index,
+            seek=0,
+            start=start,
+            end=end,
+            text=text,
+            tokens=[1],
+            avg_logprob=-0.1,
+            compression_ratio=1.0,
+            no_speech_prob=0.0,
+        )
+
+    first, second = Chunk(index=0, start=0.0, end=20.0), Chunk(index=1, start=20.0, end=41.5)
+    parts = [
+        (second, [shift(segment(1, 0.5, 30.0, " three"), second)]),  # past the chunk's end: kept inside it
+        (first, [shift(segment(1, 0.0, 9.0, " one"), first), shift(segment(2, 9.0, 19.5, " two"), first)]),
+    ]
+    result = stitch(TaskType.TRANSCRIBE, "en", 1.0, 41.5, parts)
+    assert [(s.id, s.start, s.end) for s in result.segments] == [(1, 0.0, 9.0), (2, 9.0, 19.5), (3, 20.5, 41.5)]
+    assert result.text == "one two three" and result.segments[2].seek == 2000
+
+
+# --- Through the service ---------------------------------------------------------------------------------
+
+
+def seam_errors(reference: str, chunk_texts: list[str], reach: int = 3) -> list[int]:
+    """Per seam between chunks, the reference words lost or doubled within `reach` words of it."""
+    words = [normalise(text, "en").split() for text in chunk_texts]
+    hypothesis = [word for chunk in words for word in chunk]
+    alignment = jiwer.process_words(reference, " ".join(hypothesis))
+    # For each hypothesis word, the reference position it lines up with; deletions and insertions by position.
+    ref_of_hyp: dict[int, int] = {}
+    changes: list[int] = []
+    for op in alignment.alignments[0]:
+        if op.type in ("equal", "substitute"):
+            for k in range(op.hyp_end_idx - op.hyp_start_idx):
+                ref_of_hyp[op.hyp_start_idx + k] = op.ref_start_idx + k
+        elif op.type == "delete":
+            changes += range(op.ref_start_idx, op.ref_end_idx)
+        else:
+            changes += [op.ref_start_idx] * (op.hyp_end_idx - op.hyp_start_idx)
+    seams, position = [], 0
+    for chunk in words[:-1]:
+        position += len(chunk)
+        at = ref_of_hyp.get(position, ref_of_hyp.get(position - 1, 0))
+        seams.append(sum(1 for change in changes if abs(change - at) <= reach))
+    return seams
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("path", "workers"), [(LJSPEECH, 1), (ASTERISK, 2)], ids=["ljspeech-one-worker", "asterisk-two-workers"]
+)
+def test_a_long_file_is_split_fanned_out_and_stitched_seamlessly(
+    long_api: httpx.Client, start_worker: StartWorker, settings: Settings, path: Path, workers: int
+) -> None:
+    task_id = submit(long_api, path, priority="low", word_timestamps="true").json()["id"]
+    for _ in range(workers):
+        start_worker(cpu_threads=2 // workers, **SPLIT)
+    done = finished(long_api, task_id, timeout_s=600)
+    assert done["status"] == "completed", done["error"]
+    _, chunks, duration = planned(path, 30.0)
+    assert done["chunks"] == done["chunks_done"] == len(chunks) and done["progress"] == 1.0
+    result = done["result"]
+    assert result["duration"] == pytest.approx(duration, abs=0.01) and result["language"] == "en"
+
+    segments = result["segments"]
+    assert [s["id"] for s in segments] == list(range(1, len(segments) + 1))
+    times = [t for s in segments for t in (s["start"], s["end"])]
+    assert times == sorted(times) and times[-1] <= duration, "segment times run forward on the original timeline"
+    words = [t for s in segments for w in s["words"] for t in (w["start"], w["end"])]
+    assert words == sorted(words), "word times run forward"
+    assert result["text"] == "".join(s["text"] for s in segments).strip()
+
+    by_chunk = [" ".join(s["text"] for s in segments if a <= s["start"] < b) for a, b in chunks]
+    assert all(by_chunk), "every chunk has text"
+    reference = normalise(path.with_suffix(".txt").read_text(), "en")
+    stitched = seam_errors(reference, by_chunk)
+    unsplit = unsplit_transcript(path, settings)
+    whole = [" ".join(s.text for s in unsplit if a <= s.start < b) for a, b in chunks]
+    baseline = seam_errors(reference, whole)
+    worse = [(i, s, b) for i, (s, b) in enumerate(zip(stitched, baseline, strict=True)) if s > b]
+    assert not worse, f"seams (index, stitched, unsplit) losing or doubling words: {worse}"
+
+    for fmt, first_line in (("srt", "1"), ("vtt", "WEBVTT")):
+        rendered = long_api.get(f"/v1/tasks/{task_id}/result", params={"format": fmt})
+        assert rendered.status_code == 200 and rendered.text.splitlines()[0] == first_line
+    assert list(settings.uploads.iterdir()) == [], "the upload and the chunk audio are gone"
+
+
+def unsplit_transcript(path: Path, settings: Settings) -> list[Segment]:
+    """The raw engine's segments for the whole file in one run: what stitching is held to."""
+    from worker.engine import load_engine, transcribe
+
+    engine = load_engine(settings.model_copy(update={"model": "tiny.en"}))
+    options = TranscribeOptions(language="en")
+    return transcribe(engine, path, TaskType.TRANSCRIBE, options, lambda *_: None).segments
+
+
+def chunk_jobs_waiting(redis: Redis, task_id: str) -> list[str]:
+    names = keys.queue_names("tiny.en")
+    return [j for n in names for j in Queue(n, connection=redis).job_ids if j.startswith(f"{task_id}-")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["cancel", "delete"])
+def test_cancel_and_delete_reach_every_chunk(
+    long_api: httpx.Client,
+    start_worker: StartWorker,
+    chunk_store: ChunkStore,
+    redis: Redis,
+    settings: Settings,
+    how: str,
+) -> None:
+    task_id = submit(long_api, LJSPEECH).json()["id"]
+    worker = start_worker(burst=False, worker_ttl_s=5, **SPLIT)
+    held_chunk(chunk_store, task_id)
+    assert chunk_jobs_waiting(redis, task_id), "other chunks wait their turn"
+
+    if how == "cancel":
+        assert long_api.post(f"/v1/tasks/{task_id}/cancel").json()["status"] == "cancelled"
+    else:
+        assert long_api.delete(f"/v1/tasks/{task_id}").status_code == 204
+    assert chunk_jobs_waiting(redis, task_id) == []
+    assert chunk_store.load(task_id) is None
+    streamed = redis.xlen(keys.events_key(task_id))
+    time.sleep(3)  # the chunk in hand stops at its next segment, and no other chunk starts
+    assert list(settings.uploads.iterdir()) == []
+    if how == "cancel":
+        assert task(long_api, task_id)["status"] == "cancelled" and task(long_api, task_id)["progress"] < 1
+        assert redis.xlen(keys.events_key(task_id)) == streamed
+    else:
+        assert long_api.get(f"/v1/tasks/{task_id}").status_code == 404
+        assert not redis.exists(keys.events_key(task_id), keys.task_key(task_id), keys.chunks_key(task_id))
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=30) == 0
+
+
+@pytest.mark.slow
+def test_a_killed_worker_loses_only_its_chunk(
+    long_api: httpx.Client, start_worker: StartWorker, chunk_store: ChunkStore, redis: Redis
+) -> None:
+    task_id = submit(long_api, LJSPEECH).json()["id"]
+    doomed = start_worker(burst=False, worker_ttl_s=5, **SPLIT)
+    lost = held_chunk(chunk_store, task_id)
+    split = chunk_store.load(task_id)
+    assert split is not None
+    done_before = {c.chunk.index for c in split.chunks if c.state == "done"}
+    doomed.send_signal(signal.SIGKILL)
+    doomed.wait()
+    rescuer = start_worker(burst=False, worker_ttl_s=5, **SPLIT)
+
+    done = finished(long_api, task_id, timeout_s=180)
+    assert done["status"] == "completed" and done["chunks_done"] == done["chunks"]
+    text = done["result"]["text"].lower()
+    assert text.startswith("printing") and "gothic and roman" in text
+    streamed: dict[int, int] = {}
+    for _, fields in redis.xrange(keys.events_key(task_id)):
+        if fields.get(b"type") == b"segment":
+            streamed[int(fields[b"chunk"])] = streamed.get(int(fields[b"chunk"]), 0) + 1
+    _, chunks, _ = planned(LJSPEECH, 30.0)
+    final = {i: sum(1 for s in done["result"]["segments"] if a <= s["start"] < b) for i, (a, b) in enumerate(chunks)}
+    for index in done_before:
+        assert streamed[index] == final[index], f"chunk {index}, done before the kill, was transcribed again"
+    assert lost.chunk.index not in done_before
+    rescuer.send_signal(signal.SIGTERM)
+    assert rescuer.wait(timeout=30) == 0
+
+
+@pytest.mark.slow
+def test_a_high_priority_clip_overtakes_a_long_low_priority_file(
+    long_api: httpx.Client, start_worker: StartWorker, chunk_store: ChunkStore
+) -> None:
+    long_id = submit(long_api, LJSPEECH, priority="low").json()["id"]
+    worker = start_worker(burst=False, **SPLIT)
+    held_chunk(chunk_store, long_id)
+    clip_id = submit(long_api, JFK, priority=Priority.HIGH.value).json()["id"]
+    clip = finished(long_api, clip_id, timeout_s=60)
+    assert clip["status"] == "completed"
+    long_task = task(long_api, long_id)
+    assert long_task["status"] == "processing" and long_task["chunks_done"] < long_task["chunks"]
+    assert finished(long_api, long_id)["status"] == "completed"
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=30) == 0
