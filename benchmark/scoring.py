@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
@@ -35,7 +34,7 @@ def normalise(text: str, language: str | None) -> str:
     if star:
         text = text.replace("*", f" {star} ").replace("#", f" {pound} ")
     normalised: str = _normaliser(language == "en")(text)
-    return re.sub(r"\s+", " ", normalised).strip()
+    return " ".join(word for word in normalised.split() if any(c.isalnum() for c in word))
 
 
 def error_rates(references: Sequence[str], hypotheses: Sequence[str]) -> tuple[float, float]:

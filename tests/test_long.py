@@ -124,27 +124,23 @@ def test_stitching_moves_times_to_the_original_timeline_and_renumbers() -> None:
 # --- Through the service ---------------------------------------------------------------------------------
 
 
-def seam_errors(reference: str, chunk_texts: list[str], reach: int = 3) -> list[int]:
-    """Per seam between chunks, the reference words lost or doubled within `reach` words of it."""
+def seam_errors(reference: str, chunk_texts: list[str]) -> list[int]:
+    """Per seam between chunks, the words lost (reference words missing right at it) or doubled (extra words
+    touching it), against the reference."""
     words = [normalise(text, "en").split() for text in chunk_texts]
-    hypothesis = [word for chunk in words for word in chunk]
-    alignment = jiwer.process_words(reference, " ".join(hypothesis))
-    # For each hypothesis word, the reference position it lines up with; deletions and insertions by position.
-    ref_of_hyp: dict[int, int] = {}
-    changes: list[int] = []
-    for op in alignment.alignments[0]:
-        if op.type in ("equal", "substitute"):
-            for k in range(op.hyp_end_idx - op.hyp_start_idx):
-                ref_of_hyp[op.hyp_start_idx + k] = op.ref_start_idx + k
-        elif op.type == "delete":
-            changes += range(op.ref_start_idx, op.ref_end_idx)
-        else:
-            changes += [op.ref_start_idx] * (op.hyp_end_idx - op.hyp_start_idx)
+    operations = jiwer.process_words(reference, " ".join(w for chunk in words for w in chunk)).alignments[0]
     seams, position = [], 0
     for chunk in words[:-1]:
         position += len(chunk)
-        at = ref_of_hyp.get(position, ref_of_hyp.get(position - 1, 0))
-        seams.append(sum(1 for change in changes if abs(change - at) <= reach))
+        lost = sum(
+            o.ref_end_idx - o.ref_start_idx for o in operations if o.type == "delete" and o.hyp_start_idx == position
+        )
+        doubled = sum(
+            o.hyp_end_idx - o.hyp_start_idx
+            for o in operations
+            if o.type == "insert" and o.hyp_start_idx <= position <= o.hyp_end_idx
+        )
+        seams.append(lost + doubled)
     return seams
 
 
@@ -156,9 +152,10 @@ def test_a_long_file_is_split_fanned_out_and_stitched_seamlessly(
     long_api: httpx.Client, start_worker: StartWorker, settings: Settings, path: Path, workers: int
 ) -> None:
     task_id = submit(long_api, path, priority="low", word_timestamps="true").json()["id"]
-    for _ in range(workers):
-        start_worker(cpu_threads=2 // workers, **SPLIT)
+    fleet = [start_worker(burst=False, cpu_threads=2 // workers, **SPLIT) for _ in range(workers)]
     done = finished(long_api, task_id, timeout_s=600)
+    for worker in fleet:
+        worker.send_signal(signal.SIGTERM)
     assert done["status"] == "completed", done["error"]
     _, chunks, duration = planned(path, 30.0)
     assert done["chunks"] == done["chunks_done"] == len(chunks) and done["progress"] == 1.0
@@ -182,6 +179,9 @@ def test_a_long_file_is_split_fanned_out_and_stitched_seamlessly(
     baseline = seam_errors(reference, whole)
     worse = [(i, s, b) for i, (s, b) in enumerate(zip(stitched, baseline, strict=True)) if s > b]
     assert not worse, f"seams (index, stitched, unsplit) losing or doubling words: {worse}"
+    dropped = [by_chunk[0], by_chunk[1].split(" ", 2)[2], *by_chunk[2:]]
+    doubled = [by_chunk[0], " ".join(by_chunk[0].split()[-2:]) + by_chunk[1], *by_chunk[2:]]
+    assert seam_errors(reference, dropped)[0] > stitched[0] < seam_errors(reference, doubled)[0], "the check can fail"
 
     for fmt, first_line in (("srt", "1"), ("vtt", "WEBVTT")):
         rendered = long_api.get(f"/v1/tasks/{task_id}/result", params={"format": fmt})
@@ -283,3 +283,17 @@ def test_a_high_priority_clip_overtakes_a_long_low_priority_file(
     assert finished(long_api, long_id)["status"] == "completed"
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=30) == 0
+
+
+def test_batched_decoding_reads_what_one_window_at_a_time_reads(settings: Settings) -> None:
+    from worker.engine import load_engine, transcribe
+
+    path = DATA / "video" / "ljspeech_LJ001_first60s.mkv"  # two windows and more: a real batch
+    texts = []
+    for size in (0, 4):
+        engine = load_engine(settings.model_copy(update={"model": "tiny.en", "batch_size": size}))
+        assert (engine.batched is not None) == (size > 1)
+        result = transcribe(engine, path, TaskType.TRANSCRIBE, TranscribeOptions(language="en"), lambda *_: None)
+        assert result.duration == pytest.approx(60, abs=0.5) and result.segments[-1].end > 50
+        texts.append(normalise(result.text, "en"))
+    assert jiwer.wer(texts[0], texts[1]) < 0.1
