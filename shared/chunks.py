@@ -1,8 +1,12 @@
 """Chunks of long files: the only code that reads and writes a split task's chunk hash.
 
 One hash per split task holds the plan (the chunks' places on the timeline), the language every
-chunk is decoded in, and per chunk its state (`queued`, `processing`, `done`), worker, attempts,
-seconds finished and, once done, its segments on the original timeline.
+chunk is decoded in, and per chunk its state (`pending`, `queued`, `processing`, `done`), worker,
+attempts, seconds finished and, once done, its segments on the original timeline.
+
+A task keeps only as many chunks on the queue or in hand as there are workers for its model; the
+others stay pending and are queued as chunks finish, at the back of the queue, so tasks sent after a
+long file of the same priority wait for one chunk, not for the whole file.
 """
 
 from __future__ import annotations
@@ -18,7 +22,27 @@ from redis.client import Pipeline
 from shared import keys
 from shared.schemas import Chunk, Segment
 
-QUEUED, PROCESSING, DONE = "queued", "processing", "done"
+PENDING, QUEUED, PROCESSING, DONE = "pending", "queued", "processing", "done"
+
+# Move pending chunks to queued, first ones first, until `want` are queued or in hand.
+# KEYS: chunk hash. ARGV: chunk count, want. Returns the indexes now queued (for the caller to enqueue).
+_TAKE = """
+local inflight, pending = 0, {}
+for j = 0, tonumber(ARGV[1]) - 1 do
+  local state = redis.call('HGET', KEYS[1], 'state:' .. j)
+  if state == 'queued' or state == 'processing' then
+    inflight = inflight + 1
+  elseif state == 'pending' then
+    table.insert(pending, j)
+  end
+end
+local taken = {}
+for k = 1, math.min(#pending, tonumber(ARGV[2]) - inflight) do
+  redis.call('HSET', KEYS[1], 'state:' .. pending[k], 'queued')
+  table.insert(taken, pending[k])
+end
+return taken
+"""
 
 # Take a chunk for a worker: only while its task is processing and the chunk is not done.
 # KEYS: task hash, chunk hash. ARGV: index, worker. Returns the attempt number, or 0.
@@ -26,7 +50,7 @@ _CLAIM = """
 if redis.call('HGET', KEYS[1], 'status') ~= 'processing' then return 0 end
 local i = ARGV[1]
 local state = redis.call('HGET', KEYS[2], 'state:' .. i)
-if not state or state == 'done' then return 0 end
+if not state or state == 'done' or state == 'pending' then return 0 end
 local attempt = redis.call('HINCRBY', KEYS[2], 'attempts:' .. i, 1)
 redis.call('HSET', KEYS[2], 'state:' .. i, 'processing', 'worker:' .. i, ARGV[2], 'done_s:' .. i, 0)
 return attempt
@@ -107,9 +131,10 @@ class ChunkStore:
         self._progress = redis.register_script(_PROGRESS)
         self._finish = redis.register_script(_FINISH)
         self._release = redis.register_script(_RELEASE)
+        self._take = redis.register_script(_TAKE)
 
     def create(self, task_id: str, chunks: Sequence[Chunk], language: str, probability: float) -> None:
-        """Record a task's plan, every chunk queued, replacing any earlier plan."""
+        """Record a task's plan, every chunk pending, replacing any earlier plan."""
         key = keys.chunks_key(task_id)
         fields: dict[Any, Any] = {
             "plan": json.dumps([chunk.model_dump() for chunk in chunks]),
@@ -118,7 +143,7 @@ class ChunkStore:
             "finished": 0,
         }
         for chunk in chunks:
-            fields |= {f"state:{chunk.index}": QUEUED, f"attempts:{chunk.index}": 0, f"done_s:{chunk.index}": 0}
+            fields |= {f"state:{chunk.index}": PENDING, f"attempts:{chunk.index}": 0, f"done_s:{chunk.index}": 0}
         pipe = self.redis.pipeline()
         pipe.delete(key)
         pipe.hset(key, mapping=fields)
@@ -136,7 +161,7 @@ class ChunkStore:
             chunks=[
                 ChunkState(
                     chunk=chunk,
-                    state=fields.get(f"state:{chunk.index}", QUEUED),
+                    state=fields.get(f"state:{chunk.index}", PENDING),
                     worker=fields.get(f"worker:{chunk.index}"),
                     attempts=int(fields.get(f"attempts:{chunk.index}", 0)),
                 )
@@ -145,6 +170,11 @@ class ChunkStore:
             language=fields["language"],
             language_probability=float(fields["language_probability"]),
         )
+
+    def take(self, task_id: str, count: int, want: int) -> list[int]:
+        """Mark pending chunks queued until `want` are queued or in hand; the indexes to enqueue, in order."""
+        taken = self._take(keys=[keys.chunks_key(task_id)], args=[count, max(1, want)])
+        return [int(index) for index in taken]
 
     def claim(self, task_id: str, index: int, worker: str) -> int:
         """Take a chunk; its attempt number, or 0 if its task is not processing or the chunk is done."""

@@ -38,6 +38,11 @@ def live_workers(redis: Redis) -> list[WorkerInfo]:
     return [WorkerInfo.model_validate_json(value) for value in raw if value is not None]
 
 
+def worker_count(redis: Redis, model: str) -> int:
+    """How many live workers serve this model."""
+    return sum(1 for worker in live_workers(redis) if worker.model == model)
+
+
 def served_models(redis: Redis) -> list[str]:
     """Models at least one live worker serves, sorted."""
     return sorted({worker.model for worker in live_workers(redis)})

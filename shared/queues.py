@@ -47,6 +47,9 @@ def chunk_job_id(task_id: str, index: int) -> str:
 
 def enqueue_chunks(redis: Redis, task: Task, indexes: Iterable[int], ttl_s: int, at_front: bool = False) -> None:
     """Enqueue chunk jobs on the task's queue, in one transaction; any worker of the model may take any of them."""
+    indexes = list(indexes)
+    if not indexes:
+        return
     queue = task_queue(redis, task)
     pipe = redis.pipeline()
     pipe.multi()

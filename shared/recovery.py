@@ -83,6 +83,9 @@ class Janitor:
         if split.finished == len(split.chunks):  # the worker that finished the last chunk died before stitching
             return [task.id] if stitch.finish(task, self.store, self.chunks, self.storage) else []
         recovered: list[str] = []
+        want = fleet.worker_count(self.redis, task.model)  # workers may have come or gone since the split
+        queued = self.chunks.take(task.id, len(split.chunks), want)
+        queues.enqueue_chunks(self.redis, task, queued, self.settings.task_ttl_s)
         for state in split.chunks:
             job_id = queues.chunk_job_id(task.id, state.chunk.index)
             if state.state == PROCESSING and state.worker not in live:
@@ -91,7 +94,7 @@ class Janitor:
                     return [task.id] if self._give_up(task, message) else recovered
                 if self._requeue_chunk(task, state.chunk.index, state.worker or ""):
                     recovered.append(job_id)
-            elif state.state == QUEUED and job_id not in waiting:
+            elif state.state == QUEUED and job_id not in waiting and state.chunk.index not in queued:
                 unqueued.add(job_id)
                 if job_id in self._unqueued_chunks and self._lock(job_id):
                     queues.enqueue_chunks(self.redis, task, [state.chunk.index], self.settings.task_ttl_s)

@@ -177,8 +177,12 @@ def test_a_long_file_is_split_fanned_out_and_stitched_seamlessly(
     unsplit = unsplit_transcript(path, settings)
     whole = [" ".join(s.text for s in unsplit if a <= s.start < b) for a, b in chunks]
     baseline = seam_errors(reference, whole)
-    worse = [(i, s, b) for i, (s, b) in enumerate(zip(stitched, baseline, strict=True)) if s > b]
-    assert not worse, f"seams (index, stitched, unsplit) losing or doubling words: {worse}"
+    # Where the engine reads the words around a seam right in one run, the stitched result must too; where
+    # it already drops or adds words there (tiny.en on a list of numbers), a seam proves nothing either way.
+    clean = [i for i, errors in enumerate(baseline) if errors == 0]
+    assert len(clean) >= 0.7 * len(baseline), baseline
+    worse = [(i, stitched[i]) for i in clean if stitched[i]]
+    assert not worse, f"seams (index, words lost or doubled) where the unsplit run has none: {worse}"
     dropped = [by_chunk[0], by_chunk[1].split(" ", 2)[2], *by_chunk[2:]]
     doubled = [by_chunk[0], " ".join(by_chunk[0].split()[-2:]) + by_chunk[1], *by_chunk[2:]]
     assert seam_errors(reference, dropped)[0] > stitched[0] < seam_errors(reference, doubled)[0], "the check can fail"
@@ -269,13 +273,22 @@ def test_a_killed_worker_loses_only_its_chunk(
 
 
 @pytest.mark.slow
-def test_a_high_priority_clip_overtakes_a_long_low_priority_file(
-    long_api: httpx.Client, start_worker: StartWorker, chunk_store: ChunkStore
+@pytest.mark.parametrize(
+    ("long_priority", "clip_priority"),
+    [(Priority.LOW, Priority.HIGH), (Priority.NORMAL, Priority.NORMAL)],
+    ids=["high-clip-behind-low-file", "same-priority"],
+)
+def test_a_short_clip_does_not_wait_for_a_whole_long_file(
+    long_api: httpx.Client,
+    start_worker: StartWorker,
+    chunk_store: ChunkStore,
+    long_priority: Priority,
+    clip_priority: Priority,
 ) -> None:
-    long_id = submit(long_api, LJSPEECH, priority="low").json()["id"]
+    long_id = submit(long_api, LJSPEECH, priority=long_priority.value).json()["id"]
     worker = start_worker(burst=False, **SPLIT)
     held_chunk(chunk_store, long_id)
-    clip_id = submit(long_api, JFK, priority=Priority.HIGH.value).json()["id"]
+    clip_id = submit(long_api, JFK, priority=clip_priority.value).json()["id"]
     clip = finished(long_api, clip_id, timeout_s=60)
     assert clip["status"] == "completed"
     long_task = task(long_api, long_id)

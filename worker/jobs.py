@@ -6,7 +6,7 @@ import logging
 import time
 from pathlib import Path
 
-from shared import logs, metrics, queues, stitch
+from shared import fleet, logs, metrics, queues, stitch
 from shared.enums import TaskStatus
 from shared.errors import TaskCancelled, TaskNotFound, WhisperqError
 from shared.schemas import Chunk, Segment, Task, Transcript
@@ -176,7 +176,7 @@ def _split(ctx: WorkerContext, task: Task, path: Path) -> None:
         ctx.chunks.delete(task.id)
         ctx.storage.remove_chunks(task.id)
         raise TaskCancelled(f"task {task.id} was cancelled or deleted while being split")
-    queues.enqueue_chunks(ctx.store.redis, task, range(len(chunks)), ctx.settings.task_ttl_s)
+    _queue_more(ctx, task, len(chunks))
     log.info("task %s split into %d chunks of %.1f s of audio in all, in %s", task.id, len(chunks), duration, language)
 
 
@@ -229,6 +229,14 @@ def _run_chunk(ctx: WorkerContext, task: Task, index: int) -> None:
     log.info("task %s: chunk %d of %d done", task.id, index + 1, len(split.chunks))
     if done == len(split.chunks):
         _stitch(ctx, task)
+    else:
+        _queue_more(ctx, task, len(split.chunks))
+
+
+def _queue_more(ctx: WorkerContext, task: Task, count: int) -> None:
+    """Queue the next pending chunks, keeping one per live worker of the model queued or in hand."""
+    want = fleet.worker_count(ctx.store.redis, task.model)
+    queues.enqueue_chunks(ctx.store.redis, task, ctx.chunks.take(task.id, count, want), ctx.settings.task_ttl_s)
 
 
 def _chunk_progress(ctx: WorkerContext, task: Task, chunk: Chunk, count: int, segment: Segment) -> None:
