@@ -20,7 +20,7 @@ from redis import Redis
 from api.main import create_app
 from shared import fleet
 from shared.redis_server import RedisServer, free_port
-from shared.schemas import WorkerInfo
+from shared.schemas import Segment, Word, WorkerInfo
 from shared.settings import Settings
 from shared.store import utcnow
 
@@ -185,6 +185,23 @@ def wait_for(check: Callable[[], Any], timeout_s: float = 60, every_s: float = 0
         assert time.monotonic() < deadline, "timed out waiting"
         time.sleep(every_s)
     return value
+
+
+def make_segment(index: int, start: float, end: float, text: str, words: bool = False) -> Segment:
+    """A decoded segment as the engine would give it, with one word spanning it if `words`."""
+    return Segment(
+        id=index,
+        seek=0,
+        start=start,
+        end=end,
+        text=text,
+        tokens=[1, 2],
+        temperature=0.0,
+        avg_logprob=-0.2,
+        compression_ratio=1.1,
+        no_speech_prob=0.01,
+        words=[Word(start=start, end=end, word=text, probability=0.9)] if words else None,
+    )
 
 
 def submit(api: httpx.Client, path: Path, headers: dict[str, str] | None = None, **fields: Any) -> httpx.Response:

@@ -6,24 +6,13 @@ import json
 
 from shared.enums import ResponseFormat, TaskType
 from shared.formats import render, timestamp
-from shared.schemas import Segment, Transcript, Word
+from shared.schemas import Segment, Transcript
+from tests.conftest import make_segment
 
 
 def transcript(words: bool = False) -> Transcript:
     def segment(index: int, start: float, end: float, text: str) -> Segment:
-        return Segment(
-            id=index,
-            seek=0,
-            start=start,
-            end=end,
-            text=text,
-            tokens=[1, 2],
-            temperature=0.0,
-            avg_logprob=-0.2,
-            compression_ratio=1.1,
-            no_speech_prob=0.01,
-            words=[Word(start=start, end=end, word=text, probability=0.9)] if words else None,
-        )
+        return make_segment(index, start, end, text, words)
 
     return Transcript(
         task=TaskType.TRANSCRIBE,

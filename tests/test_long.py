@@ -23,7 +23,7 @@ from shared.enums import Priority, TaskType
 from shared.schemas import Chunk, Segment, TranscribeOptions
 from shared.settings import Settings
 from shared.stitch import shift, stitch
-from tests.conftest import DATA, JFK, submit, wait_for
+from tests.conftest import DATA, JFK, make_segment, submit, wait_for
 from worker import splitting
 
 StartWorker = Callable[..., subprocess.Popen[str]]
@@ -99,17 +99,7 @@ def test_without_a_pause_nearby_the_cut_waits_for_the_next_one() -> None:
 
 def test_stitching_moves_times_to_the_original_timeline_and_renumbers() -> None:
     def segment(index: int, start: float, end: float, text: str) -> Segment:
-        return Segment(
-            id=index,
-            seek=0,
-            start=start,
-            end=end,
-            text=text,
-            tokens=[1],
-            avg_logprob=-0.1,
-            compression_ratio=1.0,
-            no_speech_prob=0.0,
-        )
+        return make_segment(index, start, end, text, words=True)
 
     first, second = Chunk(index=0, start=0.0, end=20.0), Chunk(index=1, start=20.0, end=41.5)
     parts = [
@@ -119,6 +109,8 @@ def test_stitching_moves_times_to_the_original_timeline_and_renumbers() -> None:
     result = stitch(TaskType.TRANSCRIBE, "en", 1.0, 41.5, parts)
     assert [(s.id, s.start, s.end) for s in result.segments] == [(1, 0.0, 9.0), (2, 9.0, 19.5), (3, 20.5, 41.5)]
     assert result.text == "one two three" and result.segments[2].seek == 2000
+    moved = result.segments[2].words
+    assert moved is not None and (moved[0].start, moved[0].end) == (20.5, 41.5)
 
 
 # --- Through the service ---------------------------------------------------------------------------------
