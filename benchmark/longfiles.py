@@ -78,8 +78,8 @@ def stack(settings: Settings, model: str, workers: int, **overrides: Any) -> Any
 def priority(settings: Settings, model: str, samples: int) -> None:
     """A high clip's time behind a long low file, over its solo time; the unsplit path for comparison."""
     print(f"\n## Priority: {CLIP.name} at high priority behind {LONG.name} at low, one worker ({model})\n")
-    print("| path | clip solo s (median) | clip behind the long file s (median / worst) | ratio median | ratio worst |")
-    print("|---|---|---|---|---|")
+    print("| path | clip solo s (median) | behind the long file s (median / worst) | ratio median | ratio worst | each s |")
+    print("|---|---|---|---|---|---|")
     for label, overrides in (("split", {}), ("unsplit", UNSPLIT)):
         with stack(settings, model, 1, **overrides) as svc:
             client = Client(svc.url, model)
@@ -93,7 +93,9 @@ def priority(settings: Settings, model: str, samples: int) -> None:
                 behind.append(client.run(CLIP, priority="high")[1])
             client.wait(long_id)
         worst, middle = max(behind), statistics.median(behind)
-        print(f"| {label} | {solo:.2f} | {middle:.2f} / {worst:.2f} | {middle / solo:.2f} | {worst / solo:.2f} |")
+        each = ", ".join(f"{t:.2f}" for t in behind)
+        ratios = f"{middle / solo:.2f} | {worst / solo:.2f}"
+        print(f"| {label} | {solo:.2f} | {middle:.2f} / {worst:.2f} | {ratios} | {each} |")
 
 
 def scaling(settings: Settings, model: str, runs: int, threads: int) -> None:
