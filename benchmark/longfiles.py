@@ -78,7 +78,7 @@ def stack(settings: Settings, model: str, workers: int, **overrides: Any) -> Any
 def priority(settings: Settings, model: str, samples: int) -> None:
     """A high clip's time behind a long low file, over its solo time; the unsplit path for comparison."""
     print(f"\n## Priority: {CLIP.name} at high priority behind {LONG.name} at low, one worker ({model})\n")
-    print("| path | clip solo s (median) | behind the long file s (median / worst) | ratio median | ratio worst | each s |")
+    print("| path | solo s (median) | behind the long file s (median / worst) | ratio median | ratio worst | each s |")
     print("|---|---|---|---|---|---|")
     for label, overrides in (("split", {}), ("unsplit", UNSPLIT)):
         with stack(settings, model, 1, **overrides) as svc:
