@@ -16,6 +16,9 @@ SAMPLE_RATE = 16_000
 _MIN_SILENCE_MS = 150
 _SPEECH_PAD_MS = 30
 
+# A chunk ends no sooner than this share of the target, so most chunks fill a Whisper window.
+_SHORTEST = 0.5
+
 Span = tuple[float, float]
 
 
@@ -55,7 +58,8 @@ def plan(speech: Sequence[Span], duration: float, target_s: float) -> list[Span]
     quiet = silences(speech, duration)
     chunks, start = [], 0.0
     while duration - start > target_s:
-        cut = _cut_in(quiet, start + target_s / 2, start + target_s) or _first_cut_after(quiet, start + target_s)
+        low = start + target_s * _SHORTEST
+        cut = _cut_in(quiet, low, start + target_s) or _first_cut_after(quiet, start + target_s)
         if cut is None:
             break
         chunks.append((start, cut))
