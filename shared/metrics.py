@@ -33,6 +33,13 @@ def observe(redis: Redis, name: str, model: str, value: float) -> None:
     pipe.execute()
 
 
+def observe_completion(redis: Redis, model: str, processing_s: float, audio_s: float) -> None:
+    """A completed task's processing time and real-time factor."""
+    observe(redis, "processing_seconds", model, processing_s)
+    if audio_s > 0:
+        observe(redis, "real_time_factor", model, processing_s / audio_s)
+
+
 def count(redis: Redis, name: str, label: str, amount: int = 1) -> None:
     """Add to a counter (one Redis hash per counter, a field per label value)."""
     redis.hincrby(keys.metrics_counter_key(name), label, amount)

@@ -16,7 +16,7 @@ from shared.schemas import Task
 
 # The API names the jobs by their dotted paths, so it never imports the engine.
 TRANSCRIBE_JOB = "worker.jobs.transcribe"
-CHUNK_JOB = "worker.jobs.transcribe_chunk"
+CHUNK_JOB = "worker.chunk_jobs.transcribe_chunk"
 
 
 def task_queue(redis: Redis, task: Task) -> Queue:

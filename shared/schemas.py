@@ -400,6 +400,7 @@ class Task(BaseModel):
     attempts: int = 0
     worker: str | None = None
     chunks: int | None = None
+    chunk_spans: list[tuple[float, float]] | None = None
     error_code: str | None = None
     error_message: str | None = None
 
@@ -456,6 +457,9 @@ class TaskPublic(BaseModel):
     worker: str | None
     chunks: int | None = Field(description="Pieces a long file was cut into at silences; null when not split.")
     chunks_done: int | None = Field(description="Pieces transcribed so far, for a split task.")
+    chunk_spans: list[tuple[float, float]] | None = Field(
+        description="Where a split file was cut: start and end seconds of each piece."
+    )
     error: ErrorInfo | None
     result: Transcript | None
     result_formats: list[ResponseFormat] | None = Field(description="Formats the result can be fetched in.")

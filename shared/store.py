@@ -16,7 +16,7 @@ from shared.enums import CallbackStatus, TaskStatus
 from shared.errors import TaskNotFound
 from shared.schemas import Delivery, Task, TaskQuery, Transcript
 
-_JSON_FIELDS = {"options", "source"}
+_JSON_FIELDS = {"options", "source", "chunk_spans"}
 
 # Writes to a task that still exists and has not finished, so a late worker never revives a
 # deleted task nor overwrites a cancelled one. Of the indexed fields only status and language

@@ -151,6 +151,7 @@ def test_a_long_file_is_split_fanned_out_and_stitched_seamlessly(
     assert done["status"] == "completed", done["error"]
     _, chunks, duration = planned(path, 30.0)
     assert done["chunks"] == done["chunks_done"] == len(chunks) and done["progress"] == 1.0
+    assert done["chunk_spans"] == [[round(a, 3), round(b, 3)] for a, b in chunks], "the cuts are recorded on the task"
     result = done["result"]
     assert result["duration"] == pytest.approx(duration, abs=0.01) and result["language"] == "en"
 
