@@ -26,7 +26,10 @@ def sse(event: str, data: str, event_id: str | None = None) -> str:
 def _data(fields: dict[str, str]) -> str:
     if fields["type"] == "status":
         return json.dumps({"status": fields["status"]})
-    return json.dumps({"progress": float(fields["progress"]), "segment": json.loads(fields["segment"])})
+    data = {"progress": float(fields["progress"]), "segment": json.loads(fields["segment"])}
+    if "chunk" in fields:  # a chunk of a split file; chunks may arrive out of order
+        data["chunk"] = int(fields["chunk"])
+    return json.dumps(data)
 
 
 async def stream(tasks: TaskService, task_id: str, last_event_id: str = "0") -> AsyncIterator[str]:

@@ -24,6 +24,7 @@ from shared.schemas import Chunk, Segment, TranscribeOptions
 from shared.settings import Settings
 from shared.stitch import shift, stitch
 from tests.conftest import DATA, JFK, make_segment, submit, wait_for
+from tests.test_ecosystem import read_events
 from worker import splitting
 
 StartWorker = Callable[..., subprocess.Popen[str]]
@@ -180,6 +181,10 @@ def test_a_long_file_is_split_fanned_out_and_stitched_seamlessly(
     doubled = [by_chunk[0], " ".join(by_chunk[0].split()[-2:]) + by_chunk[1], *by_chunk[2:]]
     assert seam_errors(reference, dropped)[0] > stitched[0] < seam_errors(reference, doubled)[0], "the check can fail"
 
+    streamed = [data for kind, data in read_events(long_api, task_id) if kind == "segment"]
+    assert {data["chunk"] for data in streamed} == set(range(len(chunks))), "live segments name their chunk"
+    spans = done["chunk_spans"]
+    assert all(a <= data["segment"]["start"] <= b for data in streamed for a, b in [spans[data["chunk"]]])
     for fmt, first_line in (("srt", "1"), ("vtt", "WEBVTT")):
         rendered = long_api.get(f"/v1/tasks/{task_id}/result", params={"format": fmt})
         assert rendered.status_code == 200 and rendered.text.splitlines()[0] == first_line
