@@ -77,7 +77,8 @@ def stack(settings: Settings, model: str, workers: int, **overrides: Any) -> Any
 
 def priority(settings: Settings, model: str, samples: int) -> None:
     """A high clip's time behind a long low file, over its solo time; the unsplit path for comparison."""
-    print(f"\n## Priority: {CLIP.name} at high priority behind {LONG.name} at low, one worker ({model})\n")
+    target = settings.chunk_target_s
+    print(f"\n## Priority: {CLIP.name} at high behind {LONG.name} at low, one worker ({model}, chunks {target:g} s)\n")
     print("| path | solo s (median) | behind the long file s (median / worst) | ratio median | ratio worst | each s |")
     print("|---|---|---|---|---|---|")
     for label, overrides in (("split", {}), ("unsplit", UNSPLIT)):
@@ -119,7 +120,8 @@ def scaling(settings: Settings, model: str, runs: int, threads: int) -> None:
 
 def accuracy(settings: Settings, model: str) -> None:
     """WER of the stitched and the unsplit result of each long file."""
-    print(f"\n## Accuracy: stitched against unsplit ({model}, split after 60 s, chunks of about 30 s)\n")
+    target = settings.chunk_target_s
+    print(f"\n## Accuracy: stitched against unsplit ({model}, split after 60 s, chunks of at most {target:g} s)\n")
     print("| file | audio s | chunks | WER unsplit % | WER stitched % | difference (points) |")
     print("|---|---|---|---|---|---|")
     results: dict[str, dict[Path, dict[str, Any]]] = {}
@@ -171,8 +173,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="runs per scaling figure, clips per priority figure")
     parser.add_argument("--cpu-threads", type=int, default=1, help="CPU threads per worker in the scaling runs")
     parser.add_argument("--only", default="priority,scaling,accuracy,batched")
+    parser.add_argument("--chunk-target", type=float, default=None, help="WHISPERQ_CHUNK_TARGET_S for the stacks")
     args = parser.parse_args()
     settings = Settings()
+    if args.chunk_target is not None:
+        settings = settings.model_copy(update={"chunk_target_s": args.chunk_target})
     chosen = set(args.only.split(","))
     if "priority" in chosen:
         priority(settings, args.model, max(args.runs, 5))
