@@ -71,7 +71,10 @@ class Settings(BaseSettings):
         default=300.0, ge=0, description="Audio longer than this is cut at silences into chunks; 0: never split."
     )
     chunk_target_s: float = Field(
-        default=30.0, ge=5, description="Length a chunk is cut to, at the widest pause in its second half."
+        default=15.0,
+        ge=5,
+        description="Length a chunk is cut to, at the widest pause in its second half: a high-priority task waits "
+        "for one chunk at most.",
     )
     allow_download: bool = Field(default=True, description="Let workers download models from the model hub.")
 
