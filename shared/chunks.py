@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from redis import Redis
-from redis.client import Pipeline
 
 from shared import keys
 from shared.schemas import Chunk, Segment
@@ -210,6 +209,6 @@ class ChunkStore:
                 parts.append((chunk, [Segment.model_validate(item) for item in json.loads(raw)]))
         return parts
 
-    def delete(self, task_id: str, pipe: Pipeline | None = None) -> None:
+    def delete(self, task_id: str) -> None:
         """Forget a task's chunks."""
-        (pipe or self.redis).delete(keys.chunks_key(task_id))
+        self.redis.delete(keys.chunks_key(task_id))

@@ -92,8 +92,8 @@ def batched_kwargs(options: TranscribeOptions, batch_size: int) -> dict[str, Any
     """BatchedInferencePipeline's arguments: it cuts the audio at silences itself, and takes clips as dicts."""
     kwargs = decoding_kwargs(options)
     clips = options.clip_timestamps or []
-    pairs = zip(clips[::2], [*clips[1::2], None][: len(clips[::2])], strict=True)
-    kwargs["clip_timestamps"] = [{"start": a, "end": b} for a, b in pairs if b is not None] or None
+    pairs = zip(clips[::2], clips[1::2], strict=False)  # a last start without an end is left out
+    kwargs["clip_timestamps"] = [{"start": a, "end": b} for a, b in pairs] or None
     kwargs["vad_filter"] = True
     kwargs["batch_size"] = batch_size
     return kwargs
