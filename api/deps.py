@@ -11,7 +11,7 @@ from api.auth import Caller, authenticate
 from api.service import TaskService
 from shared.settings import Settings
 from shared.storage import UploadStorage
-from shared.store import TaskStore
+from shared.stores import Stores
 
 
 def get_settings(request: Request) -> Settings:
@@ -26,15 +26,15 @@ def get_redis(request: Request) -> Redis:
     return redis
 
 
-def get_store(request: Request) -> TaskStore:
-    """The task store."""
-    store: TaskStore = request.app.state.store
-    return store
+def get_stores(request: Request) -> Stores:
+    """Every store."""
+    stores: Stores = request.app.state.stores
+    return stores
 
 
 def get_storage(request: Request) -> UploadStorage:
     """The upload volume."""
-    storage: UploadStorage = request.app.state.storage
+    storage: UploadStorage = request.app.state.stores.storage
     return storage
 
 
@@ -45,18 +45,13 @@ def get_tasks(request: Request, caller: CallerDep) -> TaskService:
     """The task service for this request's caller."""
     state = request.app.state
     return TaskService(
-        redis=state.redis,
-        store=state.store,
-        chunks=state.chunks,
-        storage=state.storage,
-        settings=state.settings,
-        caller=caller,
+        redis=state.redis, stores=state.stores, lifecycle=state.lifecycle, settings=state.settings, caller=caller
     )
 
 
 TasksDep = Annotated[TaskService, Depends(get_tasks)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RedisDep = Annotated[Redis, Depends(get_redis)]
-StoreDep = Annotated[TaskStore, Depends(get_store)]
+StoresDep = Annotated[Stores, Depends(get_stores)]
 StorageDep = Annotated[UploadStorage, Depends(get_storage)]
 TaskId = Annotated[str, Path(description="The task's id. / 任务 ID。", examples=["8c971edd0f4341419dd798788bcb8a53"])]

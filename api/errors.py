@@ -13,9 +13,70 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
 
-from shared.errors import ServiceUnavailable, TooManyTasks, Unauthorized, WhisperqError
+from shared.errors import (
+    DownloadFailed,
+    FileTooLarge,
+    Forbidden,
+    InvalidRequest,
+    MalformedRequest,
+    MediaTooLong,
+    ModelNotServed,
+    ModelUnavailable,
+    NoMediaFound,
+    ServiceUnavailable,
+    SummariesUnavailable,
+    SummaryFailed,
+    TaskFinished,
+    TaskNotCompleted,
+    TaskNotFound,
+    TaskTimeout,
+    TooManyTasks,
+    Unauthorized,
+    UnsafeUrl,
+    UnsupportedMedia,
+    WhisperqError,
+)
 
 log = logging.getLogger(__name__)
+
+
+class TaskFailed(WhisperqError):
+    """A task a client waited on (OpenAI's synchronous answer) ended without a result; carries the task's code."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# The most specific class listed wins; anything else is a 500.
+HTTP_STATUS: dict[type[WhisperqError], int] = {
+    MalformedRequest: 400,
+    TaskFailed: 400,
+    Unauthorized: 401,
+    Forbidden: 403,
+    TaskNotFound: 404,
+    TaskNotCompleted: 409,
+    TaskFinished: 409,
+    FileTooLarge: 413,
+    MediaTooLong: 413,
+    UnsupportedMedia: 415,
+    InvalidRequest: 422,
+    ModelNotServed: 422,
+    UnsafeUrl: 422,
+    NoMediaFound: 422,
+    TooManyTasks: 429,
+    DownloadFailed: 502,
+    SummaryFailed: 502,
+    ModelUnavailable: 503,
+    SummariesUnavailable: 503,
+    ServiceUnavailable: 503,
+    TaskTimeout: 504,
+}
+
+
+def http_status(exc: WhisperqError) -> int:
+    """The HTTP status an error is answered with."""
+    return next((HTTP_STATUS[kind] for kind in type(exc).__mro__ if kind in HTTP_STATUS), 500)
 
 
 def error_response(status: int, code: str, message: str, details: list[dict[str, Any]] | None = None) -> JSONResponse:
@@ -28,7 +89,7 @@ def error_response(status: int, code: str, message: str, details: list[dict[str,
 
 async def _whisperq_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, WhisperqError)
-    response = error_response(exc.http_status, exc.code, exc.message, exc.details)
+    response = error_response(http_status(exc), exc.code, exc.message, exc.details)
     if isinstance(exc, TooManyTasks):
         response.headers["Retry-After"] = str(exc.retry_after_s)
     if isinstance(exc, Unauthorized):

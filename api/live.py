@@ -1,4 +1,7 @@
-"""Live status as server-sent events: status changes, progress with each decoded segment, the final state."""
+"""Live status as server-sent events: status changes, progress with each decoded segment, the final state.
+
+sse-starlette writes the events, pings an idle stream and stops the generator when the client goes away.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 
+from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
 from api.service import TaskService
@@ -15,12 +19,6 @@ from shared.errors import TaskNotFound
 
 POLL_S = 0.25
 KEEPALIVE_S = 15.0
-
-
-def sse(event: str, data: str, event_id: str | None = None) -> str:
-    """One server-sent event."""
-    head = f"id: {event_id}\n" if event_id else ""
-    return f"{head}event: {event}\ndata: {data}\n\n"
 
 
 def _data(fields: dict[str, str]) -> str:
@@ -32,26 +30,30 @@ def _data(fields: dict[str, str]) -> str:
     return json.dumps(data)
 
 
-async def stream(tasks: TaskService, task_id: str, last_event_id: str = "0") -> AsyncIterator[str]:
+def response(tasks: TaskService, task_id: str, last_event_id: str = "0") -> EventSourceResponse:
+    """The task's event stream as a response, pinged while quiet."""
+    return EventSourceResponse(stream(tasks, task_id, last_event_id), ping=KEEPALIVE_S, sep="\n")
+
+
+async def stream(tasks: TaskService, task_id: str, last_event_id: str = "0") -> AsyncIterator[ServerSentEvent]:
     """Every event of the task after `last_event_id`, then new ones as they come, ending with `final`."""
     quiet_since = time.monotonic()
     while True:
-        events = await run_in_threadpool(tasks.store.events_after, task_id, last_event_id)
+        events = await run_in_threadpool(tasks.stores.events.after, task_id, last_event_id)
         for event_id, fields in events:
             last_event_id = event_id
-            yield sse(fields["type"], _data(fields), event_id)
+            yield ServerSentEvent(_data(fields), event=fields["type"], id=event_id)
             if fields["type"] == "status" and TaskStatus(fields["status"]).finished:
                 view = await run_in_threadpool(tasks.describe, task_id)
-                yield sse("final", view.model_dump_json())
+                yield ServerSentEvent(view.model_dump_json(), event="final")
                 return
         if events:
             quiet_since = time.monotonic()
         elif time.monotonic() - quiet_since > KEEPALIVE_S:
             if not await _exists(tasks, task_id):
-                yield sse("deleted", json.dumps({"id": task_id}))
+                yield ServerSentEvent(json.dumps({"id": task_id}), event="deleted")
                 return
             quiet_since = time.monotonic()
-            yield ": keep-alive\n\n"
         await asyncio.sleep(POLL_S)
 
 

@@ -9,11 +9,10 @@ from fastapi import FastAPI
 
 from api.errors import install_error_handlers
 from api.routes import audio, health, metrics, openai, tasks
-from shared.chunks import ChunkStore
 from shared.connection import connect
+from shared.lifecycle import Lifecycle
 from shared.settings import Settings, get_settings
-from shared.storage import UploadStorage
-from shared.store import TaskStore
+from shared.stores import Stores
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -24,9 +23,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = connect(settings.redis_dsn, patient=False)
         app.state.redis = redis
-        app.state.store = TaskStore(redis, settings.task_ttl_s)
-        app.state.storage = UploadStorage(settings.uploads)
-        app.state.chunks = ChunkStore(redis, settings.task_ttl_s)
+        app.state.stores = Stores.open(redis, settings)
+        app.state.lifecycle = Lifecycle(redis, app.state.stores, settings.keep_uploads)
         yield
         redis.close()
 

@@ -10,17 +10,17 @@ from urllib.parse import urlencode
 from redis import Redis
 
 from api.auth import Caller
-from api.upload import ReceivedForm
+from api.upload import ReceivedFile
 from shared import fleet, keys, logs, queues
-from shared.chunks import ChunkStore
-from shared.enums import ResponseFormat, TaskStatus, TaskType
+from shared.clock import utcnow
+from shared.enums import ResponseFormat, TaskStatus
 from shared.errors import InvalidRequest, ModelNotServed, TaskFinished, TaskNotCompleted, TaskNotFound, TooManyTasks
 from shared.formats import render
+from shared.lifecycle import Lifecycle
 from shared.netguard import Policy
-from shared.schemas import Source, Task, TaskCreate, TaskPage, TaskPublic, TaskQuery
+from shared.schemas import Source, Task, TaskCreate, TaskPage, TaskPublic, TaskQuery, check_model_fits
 from shared.settings import Settings
-from shared.storage import UploadStorage
-from shared.store import TaskStore, utcnow
+from shared.stores import Stores
 
 log = logging.getLogger(__name__)
 
@@ -33,23 +33,18 @@ def check_model(redis: Redis, model: str, request: TaskCreate) -> None:
         raise ModelNotServed(
             f"no worker serves model {model!r}; served models: {listed}", details=[{"field": "model", "served": served}]
         )
-    english_only = model.endswith(".en")
-    if english_only and (request.task_type is TaskType.TRANSLATE or request.options.language not in (None, "en")):
-        raise InvalidRequest(
-            f"model {model!r} is English-only: it can neither translate nor read other languages; "
-            "choose a multilingual model"
-        )
+    check_model_fits(model, fleet.multilingual(redis, model), request.task_type, request.options.language)
 
 
-def _source(form: ReceivedForm, url: str | None) -> Source:
-    if form.upload is None:
+def _source(file: ReceivedFile | None, url: str | None) -> Source:
+    if file is None:
         return Source(kind="url", url=url)
     return Source(
         kind="upload",
-        filename=form.filename,
-        content_type=form.content_type,
-        format=form.upload.format,
-        size_bytes=form.upload.size,
+        filename=file.filename,
+        content_type=file.content_type,
+        format=file.upload.format,
+        size_bytes=file.upload.size,
     )
 
 
@@ -58,19 +53,22 @@ class TaskService:
     """Tasks as one caller sees them: its own, or everyone's for an admin key."""
 
     redis: Redis
-    store: TaskStore
-    chunks: ChunkStore
-    storage: UploadStorage
+    stores: Stores
+    lifecycle: Lifecycle
     settings: Settings
     caller: Caller
 
     def check_capacity(self, request: TaskCreate | None = None) -> None:
         """TooManyTasks past the queued-task limits: overall, the caller's, and per priority once known."""
         retry = self.settings.retry_after_s
-        if self.store.queued_count() >= self.settings.max_queued_tasks:
+        if self.stores.tasks.queued_count() >= self.settings.max_queued_tasks:
             raise TooManyTasks(f"{self.settings.max_queued_tasks} tasks are queued already; try again later", retry)
         key = self.caller.key
-        if key and key.max_queued is not None and self.store.queued_count(owner=self.caller.name) >= key.max_queued:
+        if (
+            key
+            and key.max_queued is not None
+            and self.stores.tasks.queued_count(owner=self.caller.name) >= key.max_queued
+        ):
             raise TooManyTasks(f"your key may have {key.max_queued} tasks queued at once; try again later", retry)
         limit = self.settings.max_queued_per_priority.get(request.priority.value) if request else None
         if request and limit is not None:
@@ -78,10 +76,9 @@ class TaskService:
             if queues.queued_counts(self.redis, models)[request.priority.value] >= limit:
                 raise TooManyTasks(f"{limit} {request.priority.value}-priority tasks are queued already", retry)
 
-    def submit(self, form: ReceivedForm) -> Task:
-        """Validate the form, then record the task and enqueue its job in one transaction."""
-        request = TaskCreate.from_form(form.fields)
-        if (form.upload is None) == (request.url is None):
+    def submit(self, request: TaskCreate, file: ReceivedFile | None) -> Task:
+        """Check the request against the fleet and the limits, then record the task and enqueue its job at once."""
+        if (file is None) == (request.url is None):
             raise InvalidRequest("send the media either as a file in the form field 'file' or as a 'url', not both")
         policy = Policy(self.settings.allowed_hosts)
         for url in (request.url, request.callback_url):
@@ -101,14 +98,14 @@ class TaskService:
             callback_url=request.callback_url,
             owner=self.caller.name,
             created_at=utcnow(),
-            source=_source(form, request.url),
-            upload_name=form.upload.name if form.upload else None,
+            source=_source(file, request.url),
+            upload_name=file.upload.name if file else None,
         )
         pipe = self.redis.pipeline()
         pipe.multi()  # explicit, so RQ adds its commands to this transaction instead of opening its own
-        self.store.create(task, pipe)
-        if form.upload is not None:
-            pipe.hincrby(keys.metrics_counter_key("upload_bytes"), "upload", form.upload.size)
+        self.stores.tasks.create(task, pipe)
+        if file is not None:
+            pipe.hincrby(keys.metrics_counter_key("upload_bytes"), "upload", file.upload.size)
         queues.enqueue(self.redis, task, pipe, ttl_s=self.settings.task_ttl_s)
         pipe.execute()
         logs.current_task.set(task.id)
@@ -117,7 +114,7 @@ class TaskService:
 
     def get(self, task_id: str) -> Task:
         """The task, if the caller may see it; TaskNotFound otherwise, exactly as for a task that does not exist."""
-        task = self.store.get(task_id)
+        task = self.stores.tasks.get(task_id)
         if not self.caller.may_see(task.owner):
             raise TaskNotFound(f"no task with id {task_id!r}")
         return task
@@ -126,15 +123,16 @@ class TaskService:
         """A task's public view: its queue position while queued, its result once completed."""
         task = self.get(task_id)
         position = queues.position(self.redis, task) if task.status is TaskStatus.QUEUED else None
-        result = self.store.result(task_id) if task.status is TaskStatus.COMPLETED else None
-        return TaskPublic.build(task, position, result, self.store.deliveries(task_id), self._chunks_done(task))
+        result = self.stores.tasks.result(task_id) if task.status is TaskStatus.COMPLETED else None
+        deliveries = self.stores.callbacks.deliveries(task_id)
+        return TaskPublic.build(task, position, result, deliveries, self._chunks_done(task))
 
     def _chunks_done(self, task: Task) -> int | None:
         if task.chunks is None:
             return None
         if task.status is TaskStatus.COMPLETED:
             return task.chunks
-        split = self.chunks.load(task.id)
+        split = self.stores.chunks.load(task.id)
         return split.finished if split else 0
 
     def result(self, task_id: str, fmt: ResponseFormat) -> tuple[str, str]:
@@ -142,14 +140,14 @@ class TaskService:
         task = self.get(task_id)
         if task.status is not TaskStatus.COMPLETED:
             raise TaskNotCompleted(f"task {task_id} is {task.status.value}; its result exists once it is completed")
-        transcript = self.store.result(task_id)
+        transcript = self.stores.tasks.result(task_id)
         if transcript is None:
             raise TaskNotCompleted(f"the result of task {task_id} is no longer stored")
         return render(transcript, fmt)
 
     def list(self, query: TaskQuery, page_url: str) -> TaskPage:
         """A page of the caller's tasks (everyone's for an admin), newest first, with the next page's URL."""
-        tasks, total = self.store.find(query, owner=None if self.caller.admin else self.caller.name)
+        tasks, total = self.stores.tasks.find(query, owner=None if self.caller.admin else self.caller.name)
         following = query.offset + query.limit
         next_url = None
         if following < total:
@@ -166,16 +164,13 @@ class TaskService:
     def cancel(self, task_id: str) -> TaskPublic:
         """Stop a queued or running task and keep it as cancelled."""
         task = self.get(task_id)
-        if task.status.finished or not self.store.cancel(task_id):
-            raise TaskFinished(f"task {task_id} has already finished ({self.store.get(task_id).status.value})")
-        self._release(task, self.store.get(task_id).chunks)
+        if task.status.finished or not self.lifecycle.cancel(task):
+            raise TaskFinished(f"task {task_id} has already finished ({self.stores.tasks.get(task_id).status.value})")
         return self.describe(task_id)
 
     def delete(self, task_id: str) -> None:
         """Remove a task everywhere: its job, its files, its result, its deliveries and its index entries."""
-        task = self.get(task_id)
-        self.store.delete(task)
-        self._release(task, task.chunks)
+        self.lifecycle.delete(self.get(task_id))
 
     def redeliver(self, task_id: str) -> TaskPublic:
         """Send the task's callback again (for a finished task with a callback URL)."""
@@ -184,20 +179,5 @@ class TaskService:
             raise InvalidRequest(f"task {task_id} has no callback_url")
         if not task.status.finished:
             raise TaskNotCompleted(f"task {task_id} is {task.status.value}; callbacks are sent once it has finished")
-        self.store.schedule_callback(task_id)
+        self.stores.callbacks.schedule(task_id)
         return self.describe(task_id)
-
-    def _release(self, task: Task, chunks: int | None) -> None:
-        """Take its jobs off their queues and its media off the volume; running workers stop at their next segment.
-
-        A split task's waiting chunks leave the queue; a worker busy on one of its chunks sees the task gone
-        or cancelled at its next segment, and a chunk taken later finds it so and does nothing.
-        """
-        if task.status not in (TaskStatus.PROCESSING, TaskStatus.DOWNLOADING):
-            queues.remove(self.redis, task)
-        if chunks is not None:
-            queues.remove_chunks(self.redis, task.id, chunks)
-            self.chunks.delete(task.id)
-            self.storage.remove_chunks(task.id)
-        if task.upload_name:
-            self.storage.remove(task.upload_name)

@@ -8,10 +8,10 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.service import TaskService
+from shared.clock import utcnow
 from shared.enums import TaskStatus
 from shared.errors import SummariesUnavailable, SummaryFailed, TaskNotCompleted
 from shared.settings import Settings
-from shared.store import utcnow
 
 DEFAULT_PROMPT = "Summarise this transcript in a few sentences, in the language it is written in."
 
@@ -44,13 +44,13 @@ def summarise(tasks: TaskService, settings: Settings, task_id: str, request: Sum
     task = tasks.get(task_id)
     if not settings.llm_base_url or not settings.llm_model:
         raise SummariesUnavailable("no language model is configured (WHISPERQ_LLM_BASE_URL, WHISPERQ_LLM_MODEL)")
-    transcript = tasks.store.result(task_id) if task.status is TaskStatus.COMPLETED else None
+    transcript = tasks.stores.tasks.result(task_id) if task.status is TaskStatus.COMPLETED else None
     if transcript is None:
         raise TaskNotCompleted(f"task {task_id} is {task.status.value}; it can be summarised once it is completed")
     prompt = request.prompt or DEFAULT_PROMPT
     text = _chat(settings, prompt, transcript.text)
     summary = SummaryPublic(task_id=task_id, summary=text, model=settings.llm_model, prompt=prompt, created_at=utcnow())
-    tasks.store.save_summary(task_id, summary.model_dump_json())
+    tasks.stores.summaries.save(task_id, summary.model_dump_json())
     return summary
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import TracebackType
 from urllib.parse import parse_qsl
 
 from python_multipart.exceptions import MultipartParseError
@@ -20,14 +21,28 @@ MAX_FIELD_BYTES = 64 * 1024
 FORM_OVERHEAD_BYTES = 1024 * 1024
 
 
+@dataclass(frozen=True)
+class ReceivedFile:
+    """A file received onto the upload volume, and what the client said of it."""
+
+    upload: PendingUpload
+    filename: str | None
+    content_type: str | None
+
+
 @dataclass
 class ReceivedForm:
-    """The text fields of a form and, if one was sent, its stored file."""
+    """The text fields of a form and, if one was sent, its file; as a context, the file is discarded on error."""
 
     fields: dict[str, str] = field(default_factory=dict)
-    upload: PendingUpload | None = None
-    filename: str | None = None
-    content_type: str | None = None
+    file: ReceivedFile | None = None
+
+    def __enter__(self) -> ReceivedForm:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if self.file is not None:
+            self.file.upload.__exit__(kind, exc, tb)
 
 
 class _FormReceiver:
@@ -79,17 +94,19 @@ class _FormReceiver:
         self._name = name.decode("utf-8", "replace")
         if b"filename" not in params:
             return
-        if self._name != FILE_FIELD or self.form.upload is not None:
+        if self._name != FILE_FIELD or self.form.file is not None:
             raise InvalidRequest(f"send exactly one file, in the field {FILE_FIELD!r}")
         self._to_file = True
-        self.form.filename = params[b"filename"].decode("utf-8", "replace")[:255]
-        self.form.content_type = self._headers.get("content-type")
-        self.form.upload = self.storage.receive(self.max_bytes)
+        self.form.file = ReceivedFile(
+            upload=self.storage.receive(self.max_bytes),
+            filename=params[b"filename"].decode("utf-8", "replace")[:255],
+            content_type=self._headers.get("content-type"),
+        )
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         if self._to_file:
-            assert self.form.upload is not None
-            self.form.upload.write(data[start:end])
+            assert self.form.file is not None
+            self.form.file.upload.write(data[start:end])
             return
         self._value += data[start:end]
         if len(self._value) > MAX_FIELD_BYTES:
@@ -142,20 +159,17 @@ async def receive_form(request: Request, storage: UploadStorage, max_bytes: int)
     receiver = _FormReceiver(storage, max_bytes)
     parser = MultipartParser(params[b"boundary"], receiver.callbacks())  # type: ignore[arg-type]
     try:
-        async for chunk in request.stream():
-            # Writes to the volume block, so they run off the event loop.
-            await run_in_threadpool(parser.write, chunk)
-        parser.finalize()
-        if not receiver.ended:
-            raise MalformedRequest("the form ended before its closing boundary")
-        if receiver.form.upload is not None:
-            await run_in_threadpool(receiver.form.upload.commit)
-    except BaseException as exc:
-        if receiver.form.upload is not None:
-            receiver.form.upload.discard()
-        if isinstance(exc, MultipartParseError):
-            raise MalformedRequest(f"the multipart body is malformed: {exc}") from exc
-        if isinstance(exc, ClientDisconnect):
-            raise MalformedRequest("the client disconnected before the upload was complete") from exc
-        raise
+        with receiver.form:
+            async for chunk in request.stream():
+                # Writes to the volume block, so they run off the event loop.
+                await run_in_threadpool(parser.write, chunk)
+            parser.finalize()
+            if not receiver.ended:
+                raise MalformedRequest("the form ended before its closing boundary")
+            if receiver.form.file is not None:
+                await run_in_threadpool(receiver.form.file.upload.commit)
+    except MultipartParseError as exc:
+        raise MalformedRequest(f"the multipart body is malformed: {exc}") from exc
+    except ClientDisconnect as exc:
+        raise MalformedRequest("the client disconnected before the upload was complete") from exc
     return receiver.form

@@ -27,8 +27,8 @@ import httpx
 
 from benchmark.dataset import Clip, Filters, load_manifest
 from benchmark.runners import EngineRunner
-from shared.redis_server import RedisServer, free_port
 from shared.settings import Settings
+from whisperq.redis_server import RedisServer, free_port
 
 MODEL = "tiny.en"
 
@@ -56,7 +56,7 @@ class Fleet:
 
     def _spawn(self, role: str) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", role], env=self.env, stdout=self.log, stderr=self.log
+            [sys.executable, "-m", "whisperq", role], env=self.env, stdout=self.log, stderr=self.log
         )
 
     def add_worker(self) -> None:

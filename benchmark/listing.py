@@ -23,11 +23,12 @@ import uvicorn
 from redis import Redis
 
 from api.main import create_app
+from shared.clock import utcnow
 from shared.enums import Priority, TaskStatus, TaskType
-from shared.redis_server import RedisServer, free_port
 from shared.schemas import Source, Task, TranscribeOptions
 from shared.settings import Settings
-from shared.store import TaskStore, utcnow
+from shared.store import TaskStore
+from whisperq.redis_server import RedisServer, free_port
 
 QUERIES = {
     "no filter": {},

@@ -8,9 +8,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.cli import Stack
-from shared.redis_server import free_port
 from shared.settings import Settings
+from whisperq.redis_server import free_port
+from whisperq.stack import Stack
 
 
 @dataclass

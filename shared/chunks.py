@@ -1,7 +1,7 @@
 """Chunks of long files: the only code that reads and writes a split task's chunk hash.
 
 One hash per split task holds the plan (the chunks' places on the timeline), the language every
-chunk is decoded in, and per chunk its state (`pending`, `queued`, `processing`, `done`), worker,
+chunk is decoded in, and per chunk its state (a `ChunkStatus`), worker,
 attempts, seconds finished and, once done, its segments on the original timeline.
 
 A task keeps only as many chunks on the queue or in hand as there are workers for its model; the
@@ -14,54 +14,61 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from string import Template
 from typing import Any, cast
 
 from redis import Redis
 
 from shared import keys
+from shared.enums import ChunkStatus, TaskStatus
 from shared.schemas import Chunk, Segment
 
-PENDING, QUEUED, PROCESSING, DONE = "pending", "queued", "processing", "done"
+
+def _script(source: str) -> str:
+    """A Lua script with the chunk states (and the task status it checks) taken from the enums."""
+    states = {state.name.lower(): state.value for state in ChunkStatus}
+    return Template(source).substitute(states, task_processing=TaskStatus.PROCESSING.value)
+
 
 # Move pending chunks to queued, first ones first, until `want` are queued or in hand.
 # KEYS: chunk hash. ARGV: chunk count, want. Returns the indexes now queued (for the caller to enqueue).
-_TAKE = """
+_TAKE = _script("""
 local inflight, pending = 0, {}
 for j = 0, tonumber(ARGV[1]) - 1 do
   local state = redis.call('HGET', KEYS[1], 'state:' .. j)
-  if state == 'queued' or state == 'processing' then
+  if state == '$queued' or state == '$processing' then
     inflight = inflight + 1
-  elseif state == 'pending' then
+  elseif state == '$pending' then
     table.insert(pending, j)
   end
 end
 local taken = {}
 for k = 1, math.min(#pending, tonumber(ARGV[2]) - inflight) do
-  redis.call('HSET', KEYS[1], 'state:' .. pending[k], 'queued')
+  redis.call('HSET', KEYS[1], 'state:' .. pending[k], '$queued')
   table.insert(taken, pending[k])
 end
 return taken
-"""
+""")
 
 # Take a chunk for a worker: only while its task is processing and the chunk is not done.
 # KEYS: task hash, chunk hash. ARGV: index, worker. Returns the attempt number, or 0.
-_CLAIM = """
-if redis.call('HGET', KEYS[1], 'status') ~= 'processing' then return 0 end
+_CLAIM = _script("""
+if redis.call('HGET', KEYS[1], 'status') ~= '$task_processing' then return 0 end
 local i = ARGV[1]
 local state = redis.call('HGET', KEYS[2], 'state:' .. i)
-if not state or state == 'done' or state == 'pending' then return 0 end
+if not state or state == '$done' or state == '$pending' then return 0 end
 local attempt = redis.call('HINCRBY', KEYS[2], 'attempts:' .. i, 1)
-redis.call('HSET', KEYS[2], 'state:' .. i, 'processing', 'worker:' .. i, ARGV[2], 'done_s:' .. i, 0)
+redis.call('HSET', KEYS[2], 'state:' .. i, '$processing', 'worker:' .. i, ARGV[2], 'done_s:' .. i, 0)
 return attempt
-"""
+""")
 
 # Record seconds finished in a chunk still held by this worker; returns the seconds finished over all chunks.
 # KEYS: task hash, chunk hash. ARGV: index, worker, seconds, chunk count. Returns -1 if the chunk is no longer ours.
-_PROGRESS = """
-if redis.call('HGET', KEYS[1], 'status') ~= 'processing' then return '-1' end
+_PROGRESS = _script("""
+if redis.call('HGET', KEYS[1], 'status') ~= '$task_processing' then return '-1' end
 local i = ARGV[1]
 if redis.call('HGET', KEYS[2], 'worker:' .. i) ~= ARGV[2]
-    or redis.call('HGET', KEYS[2], 'state:' .. i) ~= 'processing' then
+    or redis.call('HGET', KEYS[2], 'state:' .. i) ~= '$processing' then
   return '-1'
 end
 redis.call('HSET', KEYS[2], 'done_s:' .. i, ARGV[3])
@@ -70,30 +77,30 @@ for j = 0, tonumber(ARGV[4]) - 1 do
   total = total + tonumber(redis.call('HGET', KEYS[2], 'done_s:' .. j) or '0')
 end
 return tostring(total)
-"""
+""")
 
 # Store a finished chunk held by this worker. KEYS: chunk hash. ARGV: index, worker, segments (JSON), seconds.
 # Returns how many chunks are done, or -1 if the chunk was not ours to finish (so one worker only sees the last).
-_FINISH = """
+_FINISH = _script("""
 local i = ARGV[1]
 if redis.call('HGET', KEYS[1], 'worker:' .. i) ~= ARGV[2]
-    or redis.call('HGET', KEYS[1], 'state:' .. i) ~= 'processing' then
+    or redis.call('HGET', KEYS[1], 'state:' .. i) ~= '$processing' then
   return -1
 end
-redis.call('HSET', KEYS[1], 'state:' .. i, 'done', 'segments:' .. i, ARGV[3], 'done_s:' .. i, ARGV[4])
+redis.call('HSET', KEYS[1], 'state:' .. i, '$done', 'segments:' .. i, ARGV[3], 'done_s:' .. i, ARGV[4])
 return redis.call('HINCRBY', KEYS[1], 'finished', 1)
-"""
+""")
 
 # Give a chunk back to the queue, if it is still the given worker's. KEYS: chunk hash. ARGV: index, worker.
-_RELEASE = """
+_RELEASE = _script("""
 local i = ARGV[1]
 if redis.call('HGET', KEYS[1], 'worker:' .. i) ~= ARGV[2]
-    or redis.call('HGET', KEYS[1], 'state:' .. i) ~= 'processing' then
+    or redis.call('HGET', KEYS[1], 'state:' .. i) ~= '$processing' then
   return 0
 end
-redis.call('HSET', KEYS[1], 'state:' .. i, 'queued', 'done_s:' .. i, 0)
+redis.call('HSET', KEYS[1], 'state:' .. i, '$queued', 'done_s:' .. i, 0)
 return 1
-"""
+""")
 
 
 @dataclass(frozen=True)
@@ -101,7 +108,7 @@ class ChunkState:
     """Where one chunk stands."""
 
     chunk: Chunk
-    state: str
+    state: ChunkStatus
     worker: str | None
     attempts: int
 
@@ -117,7 +124,7 @@ class Split:
     @property
     def finished(self) -> int:
         """How many chunks are done."""
-        return sum(1 for chunk in self.chunks if chunk.state == DONE)
+        return sum(1 for chunk in self.chunks if chunk.state is ChunkStatus.DONE)
 
 
 class ChunkStore:
@@ -142,7 +149,11 @@ class ChunkStore:
             "finished": 0,
         }
         for chunk in chunks:
-            fields |= {f"state:{chunk.index}": PENDING, f"attempts:{chunk.index}": 0, f"done_s:{chunk.index}": 0}
+            fields |= {
+                f"state:{chunk.index}": ChunkStatus.PENDING.value,
+                f"attempts:{chunk.index}": 0,
+                f"done_s:{chunk.index}": 0,
+            }
         pipe = self.redis.pipeline()
         pipe.delete(key)
         pipe.hset(key, mapping=fields)
@@ -160,7 +171,7 @@ class ChunkStore:
             chunks=[
                 ChunkState(
                     chunk=chunk,
-                    state=fields.get(f"state:{chunk.index}", PENDING),
+                    state=ChunkStatus(fields.get(f"state:{chunk.index}", ChunkStatus.PENDING.value)),
                     worker=fields.get(f"worker:{chunk.index}"),
                     attempts=int(fields.get(f"attempts:{chunk.index}", 0)),
                 )
@@ -208,6 +219,11 @@ class ChunkStore:
             if raw is not None:
                 parts.append((chunk, [Segment.model_validate(item) for item in json.loads(raw)]))
         return parts
+
+    def count(self, task_id: str) -> int:
+        """How many chunks a task's plan has; 0 if it has none."""
+        plan = cast(bytes | None, self.redis.hget(keys.chunks_key(task_id), "plan"))
+        return len(json.loads(plan)) if plan else 0
 
     def delete(self, task_id: str) -> None:
         """Forget a task's chunks."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import Enum
 
 
@@ -19,6 +20,15 @@ class TaskStatus(str, Enum):
     def finished(self) -> bool:
         """True for states a task never leaves."""
         return self in {TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED}
+
+
+class ChunkStatus(str, Enum):
+    """Where one chunk of a split task stands: waiting its turn, on a queue, in a worker's hands, or done."""
+
+    PENDING = "pending"
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    DONE = "done"
 
 
 class CallbackStatus(str, Enum):
@@ -53,3 +63,11 @@ class ResponseFormat(str, Enum):
     VTT = "vtt"
     TSV = "tsv"
     VERBOSE_JSON = "verbose_json"
+
+
+def lua_set(members: Iterable[Enum]) -> str:
+    """A Lua table literal with these values as keys, so a script tests membership by the enum's own values."""
+    return "{" + ", ".join(f"[{member.value!r}] = true" for member in members) + "}"
+
+
+FINISHED_STATUSES = lua_set(status for status in TaskStatus if status.finished)

@@ -8,7 +8,7 @@ from redis import Redis
 from redis.client import Pipeline
 from rq import Queue
 from rq.exceptions import NoSuchJobError
-from rq.job import Job
+from rq.job import Job, JobStatus
 
 from shared import keys
 from shared.enums import Priority
@@ -54,7 +54,7 @@ def enqueue_chunks(redis: Redis, task: Task, indexes: Iterable[int], ttl_s: int,
     pipe = redis.pipeline()
     pipe.multi()
     for index in indexes:
-        remove_job(redis, chunk_job_id(task.id, index))
+        _replace(redis, chunk_job_id(task.id, index))
         queue.enqueue_call(
             CHUNK_JOB,
             args=(task.id, index),
@@ -68,10 +68,9 @@ def enqueue_chunks(redis: Redis, task: Task, indexes: Iterable[int], ttl_s: int,
     pipe.execute()
 
 
-def remove_chunks(redis: Redis, task_id: str, count: int) -> None:
-    """Take every chunk job of a split task off its queue."""
-    for index in range(count):
-        remove_job(redis, chunk_job_id(task_id, index))
+def chunk_job_ids(task_id: str, count: int) -> list[str]:
+    """The RQ job ids of every chunk of a split task."""
+    return [chunk_job_id(task_id, index) for index in range(count)]
 
 
 def position(redis: Redis, task: Task) -> int | None:
@@ -80,22 +79,31 @@ def position(redis: Redis, task: Task) -> int | None:
     return None if index is None else index + 1
 
 
-def remove(redis: Redis, task: Task) -> None:
-    """Take the task's job off its queue and delete it, if it still exists."""
-    remove_job(redis, task.id)
+def drop_jobs(redis: Redis, job_ids: Iterable[str]) -> None:
+    """Take an ended task's jobs off their queues and delete them; one a worker runs now is left to end by itself."""
+    for job_id in job_ids:
+        job = _fetch(redis, job_id)
+        if job is not None and job.get_status(refresh=False) is not JobStatus.STARTED:
+            job.delete(remove_from_queue=True)
 
 
-def remove_job(redis: Redis, job_id: str) -> None:
-    """Take a job off its queue and delete it, if it still exists."""
+def _fetch(redis: Redis, job_id: str) -> Job | None:
     try:
-        Job.fetch(job_id, connection=redis).delete(remove_from_queue=True)
+        return Job.fetch(job_id, connection=redis)
     except NoSuchJobError:
-        pass
+        return None
+
+
+def _replace(redis: Redis, job_id: str) -> None:
+    """Delete a job about to be enqueued again under the same id."""
+    job = _fetch(redis, job_id)
+    if job is not None:
+        job.delete(remove_from_queue=True)
 
 
 def requeue(redis: Redis, task: Task, ttl_s: int) -> None:
     """Put a task's job back at the end of its queue, as a fresh RQ job with the same id."""
-    remove(redis, task)
+    _replace(redis, task.id)
     pipe = redis.pipeline()
     pipe.multi()
     enqueue(redis, task, pipe, ttl_s)

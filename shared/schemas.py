@@ -300,12 +300,21 @@ def error_details(exc: ValidationError) -> list[dict[str, Any]]:
     return details
 
 
-def form_model(model: type[FormModel], fields: Mapping[str, str]) -> FormModel:
-    """Validate form fields (empty ones left out) into a model; InvalidRequest naming each bad field."""
+def parse(model: type[FormModel], fields: Mapping[str, Any]) -> FormModel:
+    """Validate fields (empty ones left out) into a model; InvalidRequest naming each bad field."""
     try:
         return model.model_validate({key: value for key, value in fields.items() if value != ""})
     except ValidationError as exc:
         raise InvalidRequest("some fields have invalid values", details=error_details(exc)) from exc
+
+
+def check_model_fits(model: str, multilingual: bool, task_type: TaskType, language: str | None) -> None:
+    """InvalidRequest for what an English-only model cannot do: translate, or read another language."""
+    if not multilingual and (task_type is TaskType.TRANSLATE or language not in (None, "en")):
+        raise InvalidRequest(
+            f"model {model!r} is English-only: it can neither translate nor read other languages; "
+            "choose a multilingual model"
+        )
 
 
 class Word(BaseModel):
@@ -568,6 +577,7 @@ class WorkerInfo(BaseModel):
     model: str
     device: str
     compute_type: str
+    multilingual: bool = Field(description="False for an English-only model, by the model's own flag.")
     gpu: str | None = None
     host: str
     pid: int

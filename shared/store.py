@@ -1,20 +1,25 @@
-"""The task store: the only code that reads and writes task hashes and results."""
+"""The task store: the only code that reads and writes task hashes and results, and the task's state machine.
+
+A status change also appends a status entry to the task's event stream and, for a final status of a task
+with a callback URL, puts the callback on its queue, in the same atomic step, so no notice is lost.
+"""
 
 from __future__ import annotations
 
 import json
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
+from string import Template
 from typing import Any, cast
 
 from redis import Redis
 from redis.client import Pipeline
 
 from shared import keys
-from shared.enums import CallbackStatus, TaskStatus
+from shared.clock import to_ms, utcnow
+from shared.enums import FINISHED_STATUSES, CallbackStatus, TaskStatus
 from shared.errors import TaskNotFound
-from shared.schemas import Delivery, Task, TaskQuery, Transcript
+from shared.schemas import Task, TaskQuery, Transcript
 
 _JSON_FIELDS = {"options", "source", "chunk_spans"}
 
@@ -27,9 +32,10 @@ _JSON_FIELDS = {"options", "source", "chunk_spans"}
 # Every status change is appended to the task's event stream, for live status.
 # KEYS: task hash, all-tasks set, callback queue, event stream, [result].
 # ARGV: result, index prefix, expected worker or '', field, value, ...
-_UPDATE_ACTIVE = """
+_UPDATE_ACTIVE = Template("""
+local finished = $finished
 local status = redis.call('HGET', KEYS[1], 'status')
-if not status or status == 'completed' or status == 'failed' or status == 'cancelled' then
+if not status or finished[status] then
   return 0
 end
 if ARGV[3] ~= '' and redis.call('HGET', KEYS[1], 'worker') ~= ARGV[3] then
@@ -55,10 +61,9 @@ if final ~= status then
   redis.call('XADD', KEYS[4], 'MAXLEN', '~', 2000, '*', 'type', 'status', 'status', final)
   redis.call('EXPIRE', KEYS[4], redis.call('TTL', KEYS[1]))
 end
-if final ~= status and (final == 'completed' or final == 'failed' or final == 'cancelled')
-    and redis.call('HEXISTS', KEYS[1], 'callback_url') == 1 then
+if final ~= status and finished[final] and redis.call('HEXISTS', KEYS[1], 'callback_url') == 1 then
   local now = redis.call('TIME')
-  redis.call('HSET', KEYS[1], 'callback_status', 'pending', 'callback_attempts', 0)
+  redis.call('HSET', KEYS[1], 'callback_status', '$pending', 'callback_attempts', 0)
   redis.call('ZADD', KEYS[3], now[1] * 1000 + math.floor(now[2] / 1000), id)
 end
 if KEYS[5] then
@@ -70,56 +75,7 @@ if KEYS[5] then
   end
 end
 return 1
-"""
-
-
-# Take the first due callback and lease it, so one worker delivers it at a time.
-# KEYS: due, leased. ARGV: lease length (ms). Returns the task id, or nothing.
-_CLAIM_CALLBACK = """
-local now = redis.call('TIME')
-local ms = now[1] * 1000 + math.floor(now[2] / 1000)
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ms, 'LIMIT', 0, 1)
-if #due == 0 then return false end
-redis.call('ZREM', KEYS[1], due[1])
-redis.call('ZADD', KEYS[2], ms + tonumber(ARGV[1]), due[1])
-return due[1]
-"""
-
-# Record one delivery attempt and its outcome, and give up the lease; a retry goes back on the queue.
-# KEYS: task, deliveries, due, leased. ARGV: task id, attempt (JSON), callback status, retry at (ms) or '', TTL (s).
-_RECORD_DELIVERY = """
-redis.call('ZREM', KEYS[4], ARGV[1])
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('RPUSH', KEYS[2], ARGV[2])
-redis.call('EXPIRE', KEYS[2], ARGV[5])
-redis.call('HINCRBY', KEYS[1], 'callback_attempts', 1)
-redis.call('HSET', KEYS[1], 'callback_status', ARGV[3])
-if ARGV[4] ~= '' then redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1]) end
-return 1
-"""
-
-# Leases that ran out (their worker died mid-delivery) go back on the callback queue.
-# KEYS: leased, due.
-_RELEASE_LEASES = """
-local now = redis.call('TIME')
-local ms = now[1] * 1000 + math.floor(now[2] / 1000)
-local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ms)
-for _, id in ipairs(expired) do
-  redis.call('ZREM', KEYS[1], id)
-  redis.call('ZADD', KEYS[2], ms, id)
-end
-return #expired
-"""
-
-
-def utcnow() -> datetime:
-    """The current time, in UTC."""
-    return datetime.now(timezone.utc)
-
-
-def _score(moment: datetime) -> int:
-    """Index score: milliseconds since the epoch."""
-    return int(moment.timestamp() * 1000)
+""").substitute(finished=FINISHED_STATUSES, pending=CallbackStatus.PENDING.value)
 
 
 def _index_keys(fields: Mapping[str, Any]) -> list[str]:
@@ -144,9 +100,6 @@ class TaskStore:
         self.redis = redis
         self.ttl_s = ttl_s
         self._update_active = redis.register_script(_UPDATE_ACTIVE)
-        self._claim_callback = redis.register_script(_CLAIM_CALLBACK)
-        self._record_delivery = redis.register_script(_RECORD_DELIVERY)
-        self._release_leases = redis.register_script(_RELEASE_LEASES)
 
     def create(self, task: Task, pipe: Pipeline) -> None:
         """Write a new task and its index entries inside the caller's transaction."""
@@ -154,38 +107,17 @@ class TaskStore:
         fields = task.model_dump(mode="json", exclude_none=True)
         pipe.hset(key, mapping=_encode(fields))
         pipe.expire(key, self.ttl_s)
-        score = _score(task.created_at)
+        score = to_ms(task.created_at)
         for index in [keys.all_tasks_key(), *_index_keys(fields)]:
             pipe.zadd(index, {task.id: score})
         pipe.xadd(keys.events_key(task.id), {"type": "status", "status": task.status.value})
         pipe.expire(keys.events_key(task.id), self.ttl_s)
 
-    def add_event(self, task_id: str, event: dict[str, str]) -> None:
-        """Append an event (progress, a decoded segment) to the task's live stream."""
-        self.redis.xadd(keys.events_key(task_id), cast(Any, event), maxlen=2000, approximate=True)
-
-    def events_after(self, task_id: str, last_id: str) -> list[tuple[str, dict[str, str]]]:
-        """The task's events after `last_id` ("0" for all), oldest first."""
-        entries = cast(
-            list[Any], self.redis.xrange(keys.events_key(task_id), min=f"({last_id}" if last_id != "0" else "-")
-        )
-        return [(raw_id.decode(), {k.decode(): v.decode() for k, v in fields.items()}) for raw_id, fields in entries]
-
-    def delete(self, task: Task) -> None:
-        """Remove a task, its result, its deliveries and its index entries."""
-        pipe = self.redis.pipeline()
-        pipe.delete(
-            keys.task_key(task.id),
-            keys.result_key(task.id),
-            keys.deliveries_key(task.id),
-            keys.events_key(task.id),
-            keys.summary_key(task.id),
-        )
-        pipe.zrem(keys.callbacks_due_key(), task.id)
-        pipe.zrem(keys.callbacks_leased_key(), task.id)
+    def delete(self, task: Task, pipe: Pipeline) -> None:
+        """Remove a task, its result and its index entries inside the caller's transaction."""
+        pipe.delete(keys.task_key(task.id), keys.result_key(task.id))
         for index in [keys.all_tasks_key(), *_index_keys(task.model_dump(mode="json"))]:
             pipe.zrem(index, task.id)
-        pipe.execute()
 
     def cancel(self, task_id: str) -> bool:
         """Mark an unfinished task cancelled; False if it had already finished."""
@@ -195,7 +127,7 @@ class TaskStore:
         """One page of tasks matching the query (and owned by `owner`, if given), newest first, and the total."""
         filters = query.filters | ({"owner": owner} if owner is not None else {})
         sources = [keys.all_tasks_key(), *(keys.index_key(field, value) for field, value in filters.items())]
-        expired = _score(utcnow()) - self.ttl_s * 1000
+        expired = to_ms(utcnow()) - self.ttl_s * 1000
         pipe = self.redis.pipeline()
         for source in sources:
             pipe.zremrangebyscore(source, "-inf", f"({expired}")
@@ -204,8 +136,8 @@ class TaskStore:
             source = keys.listing_key(uuid.uuid4().hex)
             pipe.zinterstore(source, {key: 1 if i == 0 else 0 for i, key in enumerate(sources)})
             pipe.expire(source, 10)
-        low = f"({_score(query.created_after)}" if query.created_after else "-inf"
-        high = f"({_score(query.created_before)}" if query.created_before else "+inf"
+        low = f"({to_ms(query.created_after)}" if query.created_after else "-inf"
+        high = f"({to_ms(query.created_before)}" if query.created_before else "+inf"
         pipe.zcount(source, low, high)
         pipe.zrevrangebyscore(source, high, low, start=query.offset, num=query.limit)
         *_, total, ids = pipe.execute()
@@ -248,50 +180,6 @@ class TaskStore:
         for status in (TaskStatus.DOWNLOADING, TaskStatus.PROCESSING):
             pipe.zrange(keys.index_key("status", status.value), 0, -1)
         return self._many([raw.decode() for ids in pipe.execute() for raw in ids])
-
-    def schedule_callback(self, task_id: str) -> None:
-        """Put a finished task's callback on the queue again, with a fresh series of attempts."""
-        pipe = self.redis.pipeline()
-        pipe.hset(
-            keys.task_key(task_id), mapping={"callback_status": CallbackStatus.PENDING.value, "callback_attempts": 0}
-        )
-        pipe.zadd(keys.callbacks_due_key(), {task_id: _score(utcnow())})
-        pipe.execute()
-
-    def claim_callback(self, lease_s: float) -> str | None:
-        """The id of a task whose callback is due, leased to the caller for `lease_s`; None if none is due."""
-        claimed = self._claim_callback(
-            keys=[keys.callbacks_due_key(), keys.callbacks_leased_key()], args=[int(lease_s * 1000)]
-        )
-        return claimed.decode() if claimed else None
-
-    def record_delivery(
-        self, task_id: str, attempt: Delivery, status: CallbackStatus, retry_at: datetime | None
-    ) -> None:
-        """Log one attempt, set where the callback stands, and queue the retry if there is one."""
-        self._record_delivery(
-            keys=[
-                keys.task_key(task_id),
-                keys.deliveries_key(task_id),
-                keys.callbacks_due_key(),
-                keys.callbacks_leased_key(),
-            ],
-            args=[task_id, attempt.model_dump_json(), status.value, _score(retry_at) if retry_at else "", self.ttl_s],
-        )
-
-    def release_expired_leases(self) -> int:
-        """Return callbacks whose deliverer died to the queue; how many."""
-        return int(self._release_leases(keys=[keys.callbacks_leased_key(), keys.callbacks_due_key()]))
-
-    def save_summary(self, task_id: str, summary: str) -> None:
-        """Keep a summary beside the task, for as long as the task."""
-        ttl = int(self.redis.ttl(keys.task_key(task_id)))
-        self.redis.set(keys.summary_key(task_id), summary, ex=ttl if ttl > 0 else self.ttl_s)
-
-    def deliveries(self, task_id: str) -> list[Delivery]:
-        """Every callback attempt of a task, oldest first."""
-        raw = cast(list[bytes], self.redis.lrange(keys.deliveries_key(task_id), 0, -1))
-        return [Delivery.model_validate_json(item) for item in raw]
 
     def queued_count(self, owner: str | None = None) -> int:
         """How many tasks are queued (of one owner, if given)."""

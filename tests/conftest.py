@@ -19,10 +19,10 @@ from redis import Redis
 
 from api.main import create_app
 from shared import fleet
-from shared.redis_server import RedisServer, free_port
+from shared.clock import utcnow
 from shared.schemas import Segment, Word, WorkerInfo
 from shared.settings import Settings
-from shared.store import utcnow
+from whisperq.redis_server import RedisServer, free_port
 
 PROJECT = Path(__file__).resolve().parent.parent
 DATA = PROJECT.parent / "shared" / "data"
@@ -128,6 +128,7 @@ def served(redis: Redis) -> Callable[[str], None]:
             model=model,
             device="cpu",
             compute_type="int8",
+            multilingual=not model.endswith(".en"),  # as the bundled models' own flags say
             host="test",
             pid=os.getpid(),
             started_at=utcnow(),

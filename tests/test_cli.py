@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.redis_server import free_port
 from tests.conftest import JFK
+from whisperq.redis_server import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +47,7 @@ def test_up_serves_transcribes_and_stops_cleanly(tmp_path: Path, model_cache: Pa
         WHISPERQ_ALLOW_DOWNLOAD="false",
         PYTHONUNBUFFERED="1",
     )
-    command = [sys.executable, "-m", "shared.cli", "up", "--port", str(port), "--model", "tiny.en"]
+    command = [sys.executable, "-m", "whisperq", "up", "--port", str(port), "--model", "tiny.en"]
     up = subprocess.Popen(
         command,
         cwd=tmp_path,

@@ -21,9 +21,9 @@ import yaml
 from redis import Redis
 
 from shared import fleet, keys
-from shared.redis_server import RedisServer, find_redis_server, free_port
 from shared.settings import Settings
 from tests.conftest import DATA, PROJECT, wait_for
+from whisperq.redis_server import RedisServer, find_redis_server, free_port
 
 COMPOSE = yaml.safe_load((PROJECT / "docker-compose.yml").read_text())
 LONG = DATA / "long" / "ljspeech_LJ001_0001-0032_continuous.flac"
@@ -81,7 +81,7 @@ print(len(app.routes))
 def compose_command(service: str) -> list[str]:
     """The service's command as the compose file gives it, run with this Python."""
     command = COMPOSE["services"][service]["command"]
-    return [sys.executable, "-m", "shared.cli", *command[1:]] if command[0] == "whisperq" else command
+    return [sys.executable, "-m", "whisperq", *command[1:]] if command[0] == "whisperq" else command
 
 
 @pytest.fixture

@@ -126,7 +126,7 @@ def test_events_stream_status_progress_segments_and_the_final_state(live: httpx.
 
 
 def test_cli_session_submit_with_progress_then_status_list_result(live: httpx.Client, tmp_path: Path) -> None:
-    base = [sys.executable, "-m", "shared.cli"]
+    base = [sys.executable, "-m", "whisperq"]
     url = ["--url", str(live.base_url)]
     out = tmp_path / "jfk.srt"
     done = subprocess.run(

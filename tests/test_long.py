@@ -18,14 +18,14 @@ from rq import Queue
 
 from benchmark.scoring import normalise
 from shared import keys
-from shared.chunks import PROCESSING, ChunkStore
-from shared.enums import Priority, TaskType
+from shared.chunks import ChunkStore
+from shared.enums import ChunkStatus, Priority, TaskType
 from shared.schemas import Chunk, Segment, TranscribeOptions
 from shared.settings import Settings
-from shared.stitch import shift, stitch
 from tests.conftest import DATA, JFK, make_segment, submit, wait_for
 from tests.test_ecosystem import read_events
 from worker import splitting
+from worker.stitch import shift, stitch
 
 StartWorker = Callable[..., subprocess.Popen[str]]
 LJSPEECH = DATA / "long" / "ljspeech_LJ001_0001-0032_continuous.flac"
@@ -70,7 +70,7 @@ def held_chunk(chunk_store: ChunkStore, task_id: str) -> Any:
         split = chunk_store.load(task_id)
         if split is None:
             return None
-        return next((c for c in split.chunks if c.state == PROCESSING and c.chunk.index > 0), None)
+        return next((c for c in split.chunks if c.state == ChunkStatus.PROCESSING and c.chunk.index > 0), None)
 
     return wait_for(check, timeout_s=120)
 

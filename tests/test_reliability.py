@@ -18,11 +18,11 @@ from redis import Redis
 from rq.job import Job, JobStatus
 
 from shared import fleet, keys
-from shared.redis_server import RedisServer
+from shared.clock import utcnow
 from shared.schemas import WorkerInfo
 from shared.settings import Settings
-from shared.store import utcnow
 from tests.conftest import DATA, JFK, ApiServer, submit, wait_for
+from whisperq.redis_server import RedisServer
 
 StartWorker = Callable[..., subprocess.Popen[str]]
 LONG = DATA / "long" / "ljspeech_LJ001_0001-0032_continuous.flac"

@@ -2,6 +2,6 @@
 
 import sys
 
-from shared.cli import main
+from whisperq.cli import main
 
 main(["worker", *sys.argv[1:]])

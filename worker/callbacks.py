@@ -1,43 +1,35 @@
 """Callbacks: signed completion notices, delivered from their own queue by a thread of every worker.
 
 The thread keeps a slow receiver from holding the model: jobs go on in the main thread meanwhile.
-Signatures follow Standard Webhooks: `webhook-id`, `webhook-timestamp` and `webhook-signature`
-(`v1,` + base64 HMAC-SHA256 over `id.timestamp.body`, keyed by the base64 part of a `whsec_` secret).
+Signatures follow Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature`), made by its
+reference library, so any receiver verifies them with the same library or its ports.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
 import logging
 import random
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
+from standardwebhooks.webhooks import Webhook
 
 from shared import metrics, netguard
+from shared.clock import utcnow
 from shared.enums import CallbackStatus
 from shared.errors import TaskNotFound
 from shared.netguard import Policy
 from shared.schemas import Delivery, Task, TaskPublic
 from shared.settings import Settings
-from shared.store import TaskStore, utcnow
+from shared.stores import Stores
 
 log = logging.getLogger(__name__)
 
 IDLE_WAIT_S = 0.5
-
-
-def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
-    """The `webhook-signature` header value for a body."""
-    key = base64.b64decode(secret.removeprefix("whsec_"))
-    digest = hmac.new(key, f"{message_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(digest).decode()
 
 
 def retryable(status_code: int | None) -> bool:
@@ -62,8 +54,9 @@ def _outcome(status_code: int | None, error: str | None, refused: bool) -> str:
 class Deliverer:
     """Takes due callbacks off the queue and delivers them, one at a time, until stopped."""
 
-    def __init__(self, store: TaskStore, settings: Settings) -> None:
-        self.store = store
+    def __init__(self, stores: Stores, settings: Settings) -> None:
+        self.tasks = stores.tasks
+        self.callbacks = stores.callbacks
         self.settings = settings
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="callbacks", daemon=True)
@@ -79,7 +72,7 @@ class Deliverer:
         with netguard.client(Policy(self.settings.allowed_hosts), self.settings.callback_timeout_s) as http:
             while not self._stop.is_set():
                 try:
-                    task_id = self.store.claim_callback(lease_s=self.settings.callback_timeout_s + 30)
+                    task_id = self.callbacks.claim(lease_s=self.settings.callback_timeout_s + 30)
                     if task_id is None:
                         self._stop.wait(IDLE_WAIT_S)
                     else:
@@ -91,11 +84,11 @@ class Deliverer:
     def deliver(self, http: httpx.Client, task_id: str) -> None:
         """One attempt at one task's callback, recorded on the task."""
         try:
-            task = self.store.get(task_id)
+            task = self.tasks.get(task_id)
         except TaskNotFound:
             return
         assert task.callback_url is not None
-        message_id, timestamp = f"msg_{task.id}", int(time.time())
+        message_id, timestamp = f"msg_{task.id}", utcnow()
         body = json.dumps(self.payload(task), separators=(",", ":")).encode()
         started = time.perf_counter()
         headers = self._headers(task, message_id, timestamp, body)
@@ -109,18 +102,18 @@ class Deliverer:
             duration_ms=round((time.perf_counter() - started) * 1000),
         )
         if error is None:
-            self.store.record_delivery(task.id, delivery, CallbackStatus.DELIVERED, None)
+            self.callbacks.record(task.id, delivery, CallbackStatus.DELIVERED, None)
         elif not refused and retryable(status_code) and attempt < self.settings.callback_max_attempts:
             retry_at = utcnow() + timedelta(seconds=backoff(attempt, self.settings.callback_backoff_s))
-            self.store.record_delivery(task.id, delivery, CallbackStatus.PENDING, retry_at)
+            self.callbacks.record(task.id, delivery, CallbackStatus.PENDING, retry_at)
         else:
-            self.store.record_delivery(task.id, delivery, CallbackStatus.FAILED, None)
-        metrics.count(self.store.redis, "callbacks", _outcome(status_code, error, refused))
+            self.callbacks.record(task.id, delivery, CallbackStatus.FAILED, None)
+        metrics.count(self.callbacks.redis, "callbacks", _outcome(status_code, error, refused))
         log.info("callback of task %s, attempt %d: %s", task.id, attempt, error or status_code)
 
     def payload(self, task: Task) -> dict[str, Any]:
         """The notice: event type, time, the task as GET /v1/tasks/{id} shows it, and its result's address."""
-        result = self.store.result(task.id) if self.settings.callback_include_result else None
+        result = self.tasks.result(task.id) if self.settings.callback_include_result else None
         view = TaskPublic.build(task, None, result).model_dump(mode="json", exclude={"callback"})
         base = (self.settings.public_url or "").rstrip("/")
         return {
@@ -129,16 +122,16 @@ class Deliverer:
             "data": {"task": view, "result_url": f"{base}/v1/tasks/{task.id}/result"},
         }
 
-    def _headers(self, task: Task, message_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+    def _headers(self, task: Task, message_id: str, timestamp: datetime, body: bytes) -> dict[str, str]:
         headers = {
             "content-type": "application/json",
             "user-agent": "whisperq-callbacks",
             "webhook-id": message_id,
-            "webhook-timestamp": str(timestamp),
+            "webhook-timestamp": str(int(timestamp.timestamp())),
         }
         secret = self._secret(task.owner)
         if secret:
-            headers["webhook-signature"] = sign(secret, message_id, timestamp, body)
+            headers["webhook-signature"] = Webhook(secret).sign(message_id, timestamp, body.decode())
         return headers
 
     def _secret(self, owner: str) -> str | None:

@@ -5,18 +5,15 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from shared import fleet, logs, metrics, queues, stitch
-from shared.errors import TaskCancelled, TaskNotFound, WhisperqError
+from shared import fleet, logs, metrics, queues
+from shared.errors import TaskNotFound, WhisperqError
 from shared.schemas import Chunk, Segment, Task
-from worker import context, engine, splitting
+from worker import context, engine, splitting, stitch
 from worker.context import WorkerContext
+from worker.control import ChunkTaken, TaskCancelled
 from worker.deadline import deadline
 
 log = logging.getLogger(__name__)
-
-
-class ChunkTaken(Exception):
-    """The chunk in hand was given to another worker (this one was taken for dead); its work here is dropped."""
 
 
 def split(ctx: WorkerContext, task: Task, path: Path) -> None:
@@ -24,13 +21,12 @@ def split(ctx: WorkerContext, task: Task, path: Path) -> None:
     audio = splitting.decode(path)
     duration = len(audio) / splitting.SAMPLE_RATE
     spans = splitting.plan(splitting.speech_spans(audio), duration, ctx.settings.chunk_target_s)
-    ctx.storage.remove_chunks(task.id)
-    chunks = splitting.write_chunks(audio, spans, lambda index: ctx.storage.chunk_path(task.id, index))
+    chunks = splitting.write_chunks(audio, spans, lambda index: ctx.stores.storage.chunk_path(task.id, index))
     language, probability = task.options.language, 1.0
     if language is None:
         first = chunks[0]
         language, probability = engine.detect_language(ctx.engine, audio[: round(first.end * splitting.SAMPLE_RATE)])
-    ctx.chunks.create(task.id, chunks, language, probability)
+    ctx.stores.chunks.create(task.id, chunks, language, probability)
     fields = {
         "chunks": len(chunks),
         "chunk_spans": [[chunk.start, chunk.end] for chunk in chunks],
@@ -38,9 +34,7 @@ def split(ctx: WorkerContext, task: Task, path: Path) -> None:
         "language": language,
         "language_probability": probability,
     }
-    if not ctx.store.update(task.id, expect_worker=ctx.worker_id, **fields):
-        ctx.chunks.delete(task.id)
-        ctx.storage.remove_chunks(task.id)
+    if not ctx.stores.tasks.update(task.id, expect_worker=ctx.worker_id, **fields):
         raise TaskCancelled(f"task {task.id} was cancelled or deleted while being split")
     _queue_more(ctx, task, len(chunks))
     log.info("task %s split into %d chunks of %.1f s of audio in all, in %s", task.id, len(chunks), duration, language)
@@ -50,45 +44,47 @@ def transcribe_chunk(task_id: str, index: int) -> None:
     """Run one chunk of a split task; the worker that finishes the last chunk stitches the result."""
     ctx = context.current()
     logs.current_task.set(task_id)
-    if not ctx.chunks.claim(task_id, index, ctx.worker_id):
+    try:
+        task = ctx.stores.tasks.get(task_id)
+    except TaskNotFound:
+        log.info("task %s no longer exists; skipping chunk %d", task_id, index)
+        return
+    if not ctx.stores.chunks.claim(task_id, index, ctx.worker_id):
         log.info("chunk %d of task %s is done already, or its task has ended; skipping", index, task_id)
-        if not ctx.store.active(task_id):
-            ctx.storage.remove_chunks(task_id)
+        ctx.lifecycle.release(task)
         return
     try:
-        task = ctx.store.get(task_id)
         _run_chunk(ctx, task, index)
     except ChunkTaken as exc:
         log.warning("%s; leaving it", exc)
-    except TaskNotFound:
-        ctx.storage.remove_chunks(task_id)
+    except TaskCancelled as exc:
+        log.info("%s", exc)
+        ctx.lifecycle.release(task)
     except WhisperqError as exc:
         log.info("task %s failed in chunk %d: %s (%s)", task_id, index, exc.message, exc.code)
-        if ctx.store.fail(task_id, exc.code, exc.message):
-            ctx.storage.remove_chunks(task_id)
+        ctx.lifecycle.fail(task, exc.code, exc.message)
     except Exception as exc:
         message = f"the worker failed unexpectedly on chunk {index}: {type(exc).__name__}: {exc}"
-        ctx.store.fail(task_id, "internal_error", message)
-        ctx.storage.remove_chunks(task_id)
+        ctx.lifecycle.fail(task, "internal_error", message)
         raise
 
 
 def _run_chunk(ctx: WorkerContext, task: Task, index: int) -> None:
-    split = ctx.chunks.load(task.id)
+    split = ctx.stores.chunks.load(task.id)
     if split is None:
-        raise TaskNotFound(f"task {task.id} has no chunks")
+        raise TaskCancelled(f"task {task.id} has no chunks: it has ended")
     chunk = split.chunks[index].chunk
     options = task.options.model_copy(update={"language": split.language})
     with deadline(ctx.settings.job_timeout(chunk.duration)):
         transcript = engine.transcribe(
             ctx.engine,
-            ctx.storage.chunk_path(task.id, index),
+            ctx.stores.storage.chunk_path(task.id, index),
             task.task_type,
             options,
             on_progress=lambda _, segment: _chunk_progress(ctx, task, chunk, len(split.chunks), segment),
         )
     segments = [stitch.shift(segment, chunk) for segment in transcript.segments]
-    done = ctx.chunks.finish(task.id, index, ctx.worker_id, segments, chunk.duration)
+    done = ctx.stores.chunks.finish(task.id, index, ctx.worker_id, segments, chunk.duration)
     if done is None:
         log.warning("task %s: chunk %d discarded, it was taken from this worker meanwhile", task.id, index)
         return
@@ -101,31 +97,31 @@ def _run_chunk(ctx: WorkerContext, task: Task, index: int) -> None:
 
 def _queue_more(ctx: WorkerContext, task: Task, count: int) -> None:
     """Queue the next pending chunks, keeping one per live worker of the model queued or in hand."""
-    want = fleet.worker_count(ctx.store.redis, task.model)
-    queues.enqueue_chunks(ctx.store.redis, task, ctx.chunks.take(task.id, count, want), ctx.settings.task_ttl_s)
+    want = fleet.worker_count(ctx.redis, task.model)
+    queues.enqueue_chunks(ctx.redis, task, ctx.stores.chunks.take(task.id, count, want), ctx.settings.task_ttl_s)
 
 
 def _chunk_progress(ctx: WorkerContext, task: Task, chunk: Chunk, count: int, segment: Segment) -> None:
     """Record seconds done in this chunk and the share done over all chunks; stream the segment on the timeline."""
-    total = ctx.chunks.progress(task.id, chunk.index, ctx.worker_id, min(segment.end, chunk.duration), count)
-    if total is None and ctx.store.active(task.id):
+    total = ctx.stores.chunks.progress(task.id, chunk.index, ctx.worker_id, min(segment.end, chunk.duration), count)
+    if total is None and ctx.stores.tasks.active(task.id):
         raise ChunkTaken(f"chunk {chunk.index} of task {task.id} was given to another worker")
     duration = task.duration or 0.0
     share = round(min(1.0, total / duration), 4) if total is not None and duration > 0 else 0.0
-    if total is None or not ctx.store.update(task.id, progress=share):
+    if total is None or not ctx.stores.tasks.update(task.id, progress=share):
         raise TaskCancelled(f"task {task.id} was cancelled or deleted while running")
     placed = stitch.shift(segment, chunk)
-    ctx.store.add_event(
+    ctx.stores.events.add(
         task.id,
         {"type": "segment", "progress": str(share), "chunk": str(chunk.index), "segment": placed.model_dump_json()},
     )
 
 
 def _stitch(ctx: WorkerContext, task: Task) -> None:
-    stitched = stitch.finish(task, ctx.store, ctx.chunks, ctx.storage)
+    stitched = stitch.finish(task, ctx.stores.chunks, ctx.lifecycle)
     if stitched is None:
         log.warning("task %s: stitched result discarded, the task had finished or gone meanwhile", task.id)
         return
     transcript, processing = stitched
     log.info("task %s completed: %.1f s of audio in %s chunks", task.id, transcript.duration, task.chunks)
-    metrics.observe_completion(ctx.store.redis, task.model, processing, transcript.duration)
+    metrics.observe_completion(ctx.redis, task.model, processing, transcript.duration)

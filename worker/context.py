@@ -4,27 +4,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.chunks import ChunkStore
+from redis import Redis
+
+from shared.lifecycle import Lifecycle
 from shared.settings import Settings
-from shared.storage import UploadStorage
-from shared.store import TaskStore
+from shared.stores import Stores
 from worker.engine import Engine
 
 
 @dataclass(frozen=True)
 class WorkerContext:
-    """The loaded engine and the stores a job works with."""
+    """The loaded engine, the stores a job works with, and the lifecycle that ends tasks."""
 
     worker_id: str
+    redis: Redis
     settings: Settings
     engine: Engine
-    store: TaskStore
-    chunks: ChunkStore
-    storage: UploadStorage
-
-
-class ColdStop(BaseException):  # noqa: N818 -- a stop, like KeyboardInterrupt, not an error
-    """The worker was told to stop at once; the job in hand is handed back, not failed."""
+    stores: Stores
+    lifecycle: Lifecycle
 
 
 _current: WorkerContext | None = None

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from shared.enums import TaskType
-from shared.errors import InvalidRequest, NoAudioStream, UnsupportedMedia
-from shared.schemas import Segment, TranscribeOptions, Transcript, Word
+from shared.errors import NoAudioStream, UnsupportedMedia
+from shared.schemas import Segment, TranscribeOptions, Transcript, Word, check_model_fits
 from shared.settings import Settings
 from worker.models import resolve_model
 
@@ -99,12 +99,6 @@ def batched_kwargs(options: TranscribeOptions, batch_size: int) -> dict[str, Any
     return kwargs
 
 
-def check(engine: Engine, task_type: TaskType, options: TranscribeOptions) -> None:
-    """InvalidRequest for what the model cannot do: an English-only model neither translates nor reads others."""
-    if not engine.multilingual and (task_type is TaskType.TRANSLATE or options.language not in (None, "en")):
-        raise InvalidRequest(f"model {engine.name} is English-only: it can neither translate nor read other languages")
-
-
 def detect_language(engine: Engine, samples: Any) -> tuple[str, float]:
     """The language spoken in these 16 kHz samples (their first 30 s) and its probability; English for .en models."""
     if not engine.multilingual:
@@ -133,7 +127,7 @@ def transcribe(
     engine: Engine, path: Path, task_type: TaskType, options: TranscribeOptions, on_progress: ProgressCallback
 ) -> Transcript:
     """Transcribe or translate a media file, reporting progress (0 to 1) as segments arrive."""
-    check(engine, task_type, options)
+    check_model_fits(engine.name, engine.multilingual, task_type, options.language)
     import av
 
     try:

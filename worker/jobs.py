@@ -7,10 +7,11 @@ import time
 
 from shared import logs, metrics
 from shared.enums import TaskStatus
-from shared.errors import TaskCancelled, TaskNotFound, WhisperqError
-from shared.schemas import Segment, Task
+from shared.errors import TaskNotFound, WhisperqError
+from shared.schemas import Segment, Task, check_model_fits
 from worker import chunk_jobs, context, download, engine
-from worker.context import ColdStop, WorkerContext
+from worker.context import WorkerContext
+from worker.control import TaskCancelled
 from worker.deadline import deadline
 
 log = logging.getLogger(__name__)
@@ -20,41 +21,40 @@ UNKNOWN_DURATION_S = 3600.0
 
 
 def transcribe(task_id: str) -> None:
-    """Run one task: fetch its media if it is a URL, transcribe it, store the result, mark the outcome."""
+    """Run one task: fetch its media if it is a URL, transcribe (or split) it, store the result, mark the outcome.
+
+    A cold stop (`ColdStop`) passes through untouched: the task goes back on its queue with its media.
+    """
     ctx = context.current()
     logs.current_task.set(task_id)
     task = _claim(ctx, task_id)
     if task is None:
         return
-    keep_upload = ctx.settings.keep_uploads
     try:
         if task.source.kind == "url":
             with deadline(ctx.settings.job_timeout(ctx.settings.max_media_duration_s)):
                 task = _download(ctx, task)
         _run(ctx, task)
-    except ColdStop:
-        keep_upload = True  # the task goes back on its queue with its media
-        raise
+    except TaskCancelled as exc:
+        log.info("%s", exc)
+        ctx.lifecycle.release(task)
     except WhisperqError as exc:
         log.info("task %s failed: %s (%s)", task_id, exc.message, exc.code)
-        ctx.store.fail(task_id, exc.code, exc.message)
+        ctx.lifecycle.fail(task, exc.code, exc.message)
     except Exception as exc:
-        ctx.store.fail(task_id, "internal_error", f"the worker failed unexpectedly: {type(exc).__name__}: {exc}")
+        ctx.lifecycle.fail(task, "internal_error", f"the worker failed unexpectedly: {type(exc).__name__}: {exc}")
         raise
-    finally:
-        if task.upload_name and not keep_upload:
-            ctx.storage.remove(task.upload_name)
 
 
 def _claim(ctx: WorkerContext, task_id: str) -> Task | None:
     """The task, now marked as ours; None if it was deleted, cancelled or already finished."""
     try:
-        task = ctx.store.get(task_id)
+        task = ctx.stores.tasks.get(task_id)
     except TaskNotFound:
         log.info("task %s no longer exists; skipping", task_id)
         return None
     status = TaskStatus.DOWNLOADING if task.source.kind == "url" else TaskStatus.PROCESSING
-    if task.status.finished or not ctx.store.start(task, ctx.worker_id, status):
+    if task.status.finished or not ctx.stores.tasks.start(task, ctx.worker_id, status):
         log.info("task %s is %s; skipping", task_id, task.status.value)
         return None
     return task
@@ -63,8 +63,8 @@ def _claim(ctx: WorkerContext, task_id: str) -> Task | None:
 def _download(ctx: WorkerContext, task: Task) -> Task:
     """Fetch the task's URL onto the volume and record what was found there."""
     assert task.source.url is not None
-    fetched = download.fetch(task.source.url, ctx.storage, ctx.settings, _cancellation_check(ctx, task.id))
-    metrics.count(ctx.store.redis, "upload_bytes", "download", fetched.size_bytes)
+    fetched = download.fetch(task.source.url, ctx.stores.storage, ctx.settings, _cancellation_check(ctx, task.id))
+    metrics.count(ctx.redis, "upload_bytes", "download", fetched.size_bytes)
     source = task.source.model_copy(
         update={
             "platform": fetched.platform,
@@ -73,16 +73,17 @@ def _download(ctx: WorkerContext, task: Task) -> Task:
             "size_bytes": fetched.size_bytes,
         }
     )
-    if not ctx.store.advance(
+    task = task.model_copy(update={"upload_name": fetched.upload_name, "source": source})
+    if not ctx.stores.tasks.advance(
         task.id,
         TaskStatus.PROCESSING,
         upload_name=fetched.upload_name,
         source=source.model_dump(mode="json"),
         duration=fetched.duration,
     ):
-        ctx.storage.remove(fetched.upload_name)
+        ctx.lifecycle.release(task)
         raise TaskCancelled(f"task {task.id} was cancelled or deleted while downloading")
-    return task.model_copy(update={"upload_name": fetched.upload_name, "source": source})
+    return task
 
 
 def _cancellation_check(ctx: WorkerContext, task_id: str, every_s: float = 1.0) -> download.Check:
@@ -93,7 +94,7 @@ def _cancellation_check(ctx: WorkerContext, task_id: str, every_s: float = 1.0) 
         nonlocal last
         if time.monotonic() - last >= every_s:
             last = time.monotonic()
-            if not ctx.store.active(task_id):
+            if not ctx.stores.tasks.active(task_id):
                 raise TaskCancelled(f"task {task_id} was cancelled or deleted while downloading")
 
     return check
@@ -101,9 +102,9 @@ def _cancellation_check(ctx: WorkerContext, task_id: str, every_s: float = 1.0) 
 
 def _progress(ctx: WorkerContext, task_id: str, share: float, segment: Segment) -> None:
     """Record progress and stream the segment; a task cancelled or deleted meanwhile stops here."""
-    if not ctx.store.update(task_id, progress=round(share, 4)):
+    if not ctx.stores.tasks.update(task_id, progress=round(share, 4)):
         raise TaskCancelled(f"task {task_id} was cancelled or deleted while running")
-    ctx.store.add_event(
+    ctx.stores.events.add(
         task_id, {"type": "segment", "progress": str(round(share, 4)), "segment": segment.model_dump_json()}
     )
 
@@ -111,10 +112,10 @@ def _progress(ctx: WorkerContext, task_id: str, share: float, segment: Segment) 
 def _run(ctx: WorkerContext, task: Task) -> None:
     """Probe the media; split it if it is long, or else transcribe it and store the result."""
     assert task.upload_name is not None
-    path = ctx.storage.path(task.upload_name)
+    path = ctx.stores.storage.path(task.upload_name)
     duration = engine.probe(path)
-    ctx.store.update(task.id, duration=duration)
-    engine.check(ctx.engine, task.task_type, task.options)
+    ctx.stores.tasks.update(task.id, duration=duration)
+    check_model_fits(ctx.engine.name, ctx.engine.multilingual, task.task_type, task.options.language)
     if _splits(ctx, task, duration):
         with deadline(ctx.settings.job_timeout(duration or UNKNOWN_DURATION_S)):
             chunk_jobs.split(ctx, task, path)
@@ -128,16 +129,16 @@ def _run(ctx: WorkerContext, task: Task) -> None:
             task.options,
             on_progress=lambda share, segment: _progress(ctx, task.id, share, segment),
         )
-    ctx.store.update(
+    ctx.stores.tasks.update(
         task.id,
         duration=transcript.duration,
         language=transcript.language,
         language_probability=transcript.language_probability,
     )
     processing = time.perf_counter() - started
-    if ctx.store.complete(task.id, transcript, processing):
+    if ctx.lifecycle.complete(task, transcript, processing):
         log.info("task %s completed: %.1f s of audio", task.id, transcript.duration)
-        metrics.observe_completion(ctx.store.redis, task.model, processing, transcript.duration)
+        metrics.observe_completion(ctx.redis, task.model, processing, transcript.duration)
     else:
         log.warning("task %s: result discarded, the task had finished or gone meanwhile", task.id)
 

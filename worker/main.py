@@ -16,18 +16,18 @@ from rq import SimpleWorker
 from rq.worker import WorkerStatus
 
 from shared import fleet, keys
-from shared.chunks import ChunkStore
+from shared.clock import utcnow
 from shared.connection import connect
-from shared.recovery import Janitor
+from shared.lifecycle import Lifecycle
 from shared.schemas import WorkerInfo
 from shared.settings import Settings
-from shared.storage import UploadStorage
-from shared.store import TaskStore, utcnow
+from shared.stores import Stores
 from worker import context
 from worker.callbacks import Deliverer
-from worker.context import ColdStop
+from worker.control import ColdStop
 from worker.engine import Engine, load_engine
 from worker.gpu import GpuLease
+from worker.recovery import Janitor
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +104,7 @@ def worker_info(worker_id: str, engine: Engine, gpu: str | None) -> WorkerInfo:
         model=engine.name,
         device=engine.device,
         compute_type=engine.compute_type,
+        multilingual=engine.multilingual,
         gpu=gpu,
         host=socket.gethostname(),
         pid=os.getpid(),
@@ -127,14 +128,10 @@ def serve(
     settings: Settings, redis: Redis, worker_id: str, engine: Engine, gpu: str | None, lease: GpuLease, burst: bool
 ) -> None:
     """Announce the worker, start its chores and its callback thread, and run RQ's loop."""
-    store, storage = TaskStore(redis, settings.task_ttl_s), UploadStorage(settings.uploads)
-    chunks = ChunkStore(redis, settings.task_ttl_s)
-    context.install(
-        context.WorkerContext(
-            worker_id=worker_id, settings=settings, engine=engine, store=store, chunks=chunks, storage=storage
-        )
-    )
-    janitor = Janitor(redis, store, chunks, storage, settings)
+    stores = Stores.open(redis, settings)
+    lifecycle = Lifecycle(redis, stores, settings.keep_uploads)
+    context.install(context.WorkerContext(worker_id, redis, settings, engine, stores, lifecycle))
+    janitor = Janitor(redis, lifecycle, settings)
     info = worker_info(worker_id, engine, gpu)
     chores: list[Callable[[], object]] = [
         lambda: fleet.announce(redis, info, settings.worker_ttl_s),
@@ -145,7 +142,7 @@ def serve(
         chores.append(settings.heartbeat_file.touch)
     upkeep = Upkeep(settings.worker_ttl_s / 3, chores)
     upkeep.start()
-    deliverer = Deliverer(store, settings)
+    deliverer = Deliverer(stores, settings)
     deliverer.start()
     queue_names = keys.queue_names(engine.name)
     log.info("worker %s serves %s on %s (GPU %s); queues %s", worker_id, engine.name, engine.device, gpu, queue_names)

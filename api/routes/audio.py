@@ -16,7 +16,7 @@ from api.extract import ExtractOptions, extract
 from api.openapi import ERROR_RESPONSES, form_body
 from api.upload import FILE_FIELD, receive_form
 from shared.errors import InvalidRequest
-from shared.schemas import form_model
+from shared.schemas import parse
 
 router = APIRouter(prefix="/v1/audio", tags=["audio"], dependencies=[Depends(authenticate)], responses=ERROR_RESPONSES)
 
@@ -32,20 +32,20 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 async def extract_audio(request: Request, settings: SettingsDep, storage: StorageDep) -> FileResponse:
     """Upload audio or video; get its audio track back, resampled and encoded. / 上传音视频，提取并转码其音轨。"""
     form = await receive_form(request, storage, settings.max_upload_bytes)
-    if form.upload is None:
+    if form.file is None:
         raise InvalidRequest(f"send the media as a file in the form field {FILE_FIELD!r}")
-    try:
-        options = form_model(ExtractOptions, form.fields)
+    try:  # the upload is only the input here: it goes whatever happens
+        options = parse(ExtractOptions, form.fields)
         encoding = options.encoding
         target = storage.scratch_file(f".{encoding.extension}")
         try:
-            await run_in_threadpool(extract, storage.path(form.upload.name), target, options)
+            await run_in_threadpool(extract, storage.path(form.file.upload.name), target, options)
         except BaseException:
             storage.remove_file(target)
             raise
     finally:
-        form.upload.discard()
-    filename = f"{PurePath(form.filename or 'audio').stem}.{encoding.extension}"
+        form.file.upload.discard()
+    filename = f"{PurePath(form.file.filename or 'audio').stem}.{encoding.extension}"
     return FileResponse(
         target,
         media_type=encoding.media_type,

@@ -13,14 +13,16 @@ from starlette.concurrency import run_in_threadpool
 
 from api.auth import authenticate
 from api.deps import RedisDep, SettingsDep, StorageDep, TasksDep
+from api.errors import TaskFailed
 from api.openapi import ERROR_RESPONSES, form_body
 from api.service import TaskService
-from api.upload import ReceivedForm, receive_form
+from api.upload import receive_form
 from shared import fleet
-from shared.enums import ResponseFormat, TaskStatus
-from shared.errors import InvalidRequest, TaskFailed, TaskTimeout
+from shared.enums import Priority, ResponseFormat, TaskStatus, TaskType
+from shared.errors import InvalidRequest, TaskTimeout
 from shared.formats import render, verbose_json
-from shared.schemas import Task, form_model
+from shared.languages import to_code
+from shared.schemas import Task, TaskCreate, parse
 from shared.settings import Settings
 from shared.storage import UploadStorage
 
@@ -56,6 +58,13 @@ class OpenAIForm(BaseModel):
         examples=["https://example.com/hooks/whisperq"],
     )
 
+    @field_validator("language")
+    @classmethod
+    def _language(cls, value: str | None) -> str | None:
+        if value is not None and to_code(value) is None:
+            raise ValueError(f"unknown language {value!r}; use a Whisper language code such as 'en' or 'es'")
+        return value
+
     @field_validator("response_format")
     @classmethod
     def _format(cls, value: str) -> str:
@@ -71,22 +80,22 @@ class OpenAIForm(BaseModel):
             raise InvalidRequest("timestamp_granularities[] takes word and segment")
         return chosen
 
-
-def task_fields(request: OpenAIForm, task_type: str, default_model: str) -> dict[str, str]:
-    """The task form an OpenAI request stands for: high priority, the same decoding options."""
-    fields = {
-        "task_type": task_type,
-        "priority": "high",
-        "model": default_model if request.model == OPENAI_MODEL else request.model,
-        "word_timestamps": str("word" in request.granularities).lower(),
-    }
-    optional = {
-        "language": request.language,
-        "initial_prompt": request.prompt,
-        "callback_url": request.callback_url,
-        "temperature": None if request.temperature is None else str(request.temperature),
-    }
-    return fields | {key: value for key, value in optional.items() if value is not None}
+    def task(self, task_type: TaskType, default_model: str) -> TaskCreate:
+        """The task this request stands for: high priority, the same decoding options."""
+        options = {
+            "language": self.language,
+            "initial_prompt": self.prompt,
+            "temperature": None if self.temperature is None else [self.temperature],
+            "word_timestamps": "word" in self.granularities,
+        }
+        fields = {
+            "task_type": task_type,
+            "priority": Priority.HIGH,
+            "model": default_model if self.model == OPENAI_MODEL else self.model,
+            "callback_url": self.callback_url,
+            "options": {key: value for key, value in options.items() if value is not None},
+        }
+        return parse(TaskCreate, {key: value for key, value in fields.items() if value is not None})
 
 
 async def _wait(tasks: TaskService, task_id: str, timeout_s: float) -> Task:
@@ -103,7 +112,7 @@ async def _wait(tasks: TaskService, task_id: str, timeout_s: float) -> Task:
 def _answer(tasks: TaskService, task: Task, request: OpenAIForm) -> Response:
     if task.status is not TaskStatus.COMPLETED:
         raise TaskFailed(task.error_message or f"the task was {task.status.value}", task.error_code or "cancelled")
-    transcript = tasks.store.result(task.id)
+    transcript = tasks.stores.tasks.result(task.id)
     assert transcript is not None
     if request.response_format == "json":
         return JSONResponse({"text": transcript.text})
@@ -119,17 +128,12 @@ def _answer(tasks: TaskService, task: Task, request: OpenAIForm) -> Response:
 
 
 async def _handle(
-    request: Request, tasks: TaskService, settings: Settings, storage: UploadStorage, task_type: str
+    request: Request, tasks: TaskService, settings: Settings, storage: UploadStorage, task_type: TaskType
 ) -> Response:
-    form: ReceivedForm = await receive_form(request, storage, settings.max_upload_bytes)
-    try:
-        openai_request = form_model(OpenAIForm, form.fields)
-        form.fields = task_fields(openai_request, task_type, settings.default_model)
-        task = await run_in_threadpool(tasks.submit, form)
-    except BaseException:
-        if form.upload is not None:
-            form.upload.discard()
-        raise
+    with await receive_form(request, storage, settings.max_upload_bytes) as form:
+        openai_request = parse(OpenAIForm, form.fields)
+        create = openai_request.task(task_type, settings.default_model)
+        task = await run_in_threadpool(tasks.submit, create, form.file)
     if openai_request.callback_url:
         view = await run_in_threadpool(tasks.describe, task.id)
         return JSONResponse(view.model_dump(mode="json"), status_code=202)
@@ -143,13 +147,13 @@ _FORM = form_body(OpenAIForm)
 @router.post("/audio/transcriptions", openapi_extra=_FORM)
 async def transcriptions(request: Request, tasks: TasksDep, settings: SettingsDep, storage: StorageDep) -> Response:
     """OpenAI-compatible transcription, run on the high-priority queue. / 兼容 OpenAI 的转写接口。"""
-    return await _handle(request, tasks, settings, storage, "transcribe")
+    return await _handle(request, tasks, settings, storage, TaskType.TRANSCRIBE)
 
 
 @router.post("/audio/translations", openapi_extra=_FORM)
 async def translations(request: Request, tasks: TasksDep, settings: SettingsDep, storage: StorageDep) -> Response:
     """OpenAI-compatible translation into English. / 兼容 OpenAI 的翻译（译为英文）接口。"""
-    return await _handle(request, tasks, settings, storage, "translate")
+    return await _handle(request, tasks, settings, storage, TaskType.TRANSLATE)
 
 
 @router.get("/models")

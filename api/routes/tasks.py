@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
-from fastapi.responses import StreamingResponse
+from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
 from api import live
@@ -39,13 +39,8 @@ async def create_task(
 ) -> TaskPublic:
     """Upload media (or give a URL) and queue it for transcription or translation. / 上传媒体或链接并排队。"""
     await run_in_threadpool(tasks.check_capacity)
-    form = await receive_form(request, storage, settings.max_upload_bytes)
-    try:
-        task = await run_in_threadpool(tasks.submit, form)
-    except BaseException:
-        if form.upload is not None:
-            form.upload.discard()
-        raise
+    with await receive_form(request, storage, settings.max_upload_bytes) as form:
+        task = await run_in_threadpool(tasks.submit, TaskCreate.from_form(form.fields), form.file)
     response.headers["Location"] = str(request.url_for("get_task", task_id=task.id))
     return await run_in_threadpool(tasks.describe, task.id)
 
@@ -71,17 +66,13 @@ def get_result(task_id: TaskId, tasks: TasksDep, format: ResultFormat = Response
 
 @router.get(
     "/{task_id}/events",
-    response_class=StreamingResponse,
+    response_class=EventSourceResponse,
     responses={200: {"content": {"text/event-stream": {}}, "description": "Server-sent events."}},
 )
-async def task_events(task_id: TaskId, tasks: TasksDep, last_event_id: LastEventId = None) -> StreamingResponse:
+async def task_events(task_id: TaskId, tasks: TasksDep, last_event_id: LastEventId = None) -> EventSourceResponse:
     """Live status as server-sent events: status, progress with each segment, then final. / 实时状态事件流。"""
     await run_in_threadpool(tasks.get, task_id)
-    return StreamingResponse(
-        live.stream(tasks, task_id, last_event_id or "0"),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    return live.response(tasks, task_id, last_event_id or "0")
 
 
 @router.post("/{task_id}/cancel", response_model=TaskPublic)

@@ -11,14 +11,13 @@ import logging
 from redis import Redis
 from rq import Queue
 
-from shared import fleet, keys, queues, stitch
-from shared.chunks import PROCESSING, QUEUED, ChunkStore
-from shared.enums import TaskStatus
+from shared import fleet, keys, queues
+from shared.enums import ChunkStatus, TaskStatus
 from shared.errors import TaskNotFound
+from shared.lifecycle import Lifecycle
 from shared.schemas import Task
 from shared.settings import Settings
-from shared.storage import UploadStorage
-from shared.store import TaskStore
+from worker import stitch
 
 log = logging.getLogger(__name__)
 
@@ -26,13 +25,11 @@ log = logging.getLogger(__name__)
 class Janitor:
     """Run by every worker every few seconds; any number may run at once, and each task is recovered once."""
 
-    def __init__(
-        self, redis: Redis, store: TaskStore, chunks: ChunkStore, storage: UploadStorage, settings: Settings
-    ) -> None:
+    def __init__(self, redis: Redis, lifecycle: Lifecycle, settings: Settings) -> None:
         self.redis = redis
-        self.store = store
-        self.chunks = chunks
-        self.storage = storage
+        self.lifecycle = lifecycle
+        self.store = lifecycle.stores.tasks
+        self.chunks = lifecycle.stores.chunks
         self.settings = settings
         self._unqueued: set[str] = set()
         self._unqueued_chunks: set[str] = set()
@@ -49,7 +46,7 @@ class Janitor:
             if task.chunks is not None:
                 recovered += self._sweep_split(task, live, waiting, unqueued_chunks)
         self._unqueued_chunks = unqueued_chunks
-        self.store.release_expired_leases()
+        self.lifecycle.stores.callbacks.release_expired_leases()
         return recovered + self._requeue_lost_jobs(waiting)
 
     def hand_back(self, job_id: str, worker: str) -> None:
@@ -81,20 +78,20 @@ class Janitor:
         if split is None:
             return []
         if split.finished == len(split.chunks):  # the worker that finished the last chunk died before stitching
-            return [task.id] if stitch.finish(task, self.store, self.chunks, self.storage) else []
+            return [task.id] if stitch.finish(task, self.chunks, self.lifecycle) else []
         recovered: list[str] = []
         want = fleet.worker_count(self.redis, task.model)  # workers may have come or gone since the split
         queued = self.chunks.take(task.id, len(split.chunks), want)
         queues.enqueue_chunks(self.redis, task, queued, self.settings.task_ttl_s)
         for state in split.chunks:
             job_id = queues.chunk_job_id(task.id, state.chunk.index)
-            if state.state == PROCESSING and state.worker not in live:
+            if state.state is ChunkStatus.PROCESSING and state.worker not in live:
                 if state.attempts >= self.settings.max_attempts:
                     message = f"the workers of chunk {state.chunk.index} were lost {state.attempts} times; giving up"
                     return [task.id] if self._give_up(task, message) else recovered
                 if self._requeue_chunk(task, state.chunk.index, state.worker or ""):
                     recovered.append(job_id)
-            elif state.state == QUEUED and job_id not in waiting and state.chunk.index not in queued:
+            elif state.state is ChunkStatus.QUEUED and job_id not in waiting and state.chunk.index not in queued:
                 unqueued.add(job_id)
                 if job_id in self._unqueued_chunks and self._lock(job_id):
                     queues.enqueue_chunks(self.redis, task, [state.chunk.index], self.settings.task_ttl_s)
@@ -111,14 +108,8 @@ class Janitor:
         return True
 
     def _give_up(self, task: Task, message: str, expect_worker: str | None = None) -> bool:
-        if not self.store.fail(task.id, "worker_lost", message, expect_worker=expect_worker):
+        if not self.lifecycle.fail(task, "worker_lost", message, expect_worker=expect_worker):
             return False
-        if task.upload_name and not self.settings.keep_uploads:
-            self.storage.remove(task.upload_name)
-        if task.chunks is not None:
-            queues.remove_chunks(self.redis, task.id, task.chunks)
-            self.chunks.delete(task.id)
-            self.storage.remove_chunks(task.id)
         log.warning("task %s failed: %s", task.id, message)
         return True
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from shared.chunks import ChunkStore
+from shared.clock import utcnow
 from shared.enums import TaskType
+from shared.lifecycle import Lifecycle
 from shared.schemas import Chunk, Segment, Task, Transcript
-from shared.storage import UploadStorage
-from shared.store import TaskStore, utcnow
 
 # Whisper counts seek in mel frames of 10 ms.
 FRAMES_PER_SECOND = 100
@@ -55,8 +55,8 @@ def stitch(
     )
 
 
-def finish(task: Task, store: TaskStore, chunks: ChunkStore, storage: UploadStorage) -> tuple[Transcript, float] | None:
-    """Stitch a split task whose chunks are all done, store it completed, drop its chunks.
+def finish(task: Task, chunks: ChunkStore, lifecycle: Lifecycle) -> tuple[Transcript, float] | None:
+    """Stitch a split task whose chunks are all done and complete it (which releases its chunks).
 
     Returns the transcript and the seconds from the split to now; None if a chunk is not done or the task is gone.
     """
@@ -68,7 +68,5 @@ def finish(task: Task, store: TaskStore, chunks: ChunkStore, storage: UploadStor
         task.task_type, split.language, split.language_probability, plan[-1].end, chunks.segments(task.id, plan)
     )
     processing = (utcnow() - (task.processing_at or utcnow())).total_seconds()
-    completed = store.complete(task.id, transcript, processing)
-    chunks.delete(task.id)
-    storage.remove_chunks(task.id)
+    completed = lifecycle.complete(task, transcript, processing)
     return (transcript, processing) if completed else None

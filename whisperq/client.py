@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import httpx
+from tqdm import tqdm
 
-BAR_WIDTH = 30
+# `[#####.....]  42.0%  processing`: a fixed-width bar, then the share done and the task's status.
+BAR_FORMAT = "[{bar:30}] {percentage:5.1f}%  {postfix[0]}"
 
 
 class Client:
@@ -53,27 +56,31 @@ class Client:
 
     def follow(self, task_id: str, out: IO[str]) -> dict[str, Any]:
         """Draw a progress bar from the task's event stream until it finishes; its final state."""
-        kind = ""
-        with self.http.stream("GET", f"/v1/tasks/{task_id}/events", timeout=None) as response:
+        with progress_bar(out) as bar, self.http.stream("GET", f"/v1/tasks/{task_id}/events", timeout=None) as response:
             self._checked(response)
-            for line in response.iter_lines():
-                if line.startswith("event: "):
-                    kind = line.removeprefix("event: ")
-                elif line.startswith("data: "):
-                    data = json.loads(line.removeprefix("data: "))
-                    if kind == "final":
-                        out.write("\n")
-                        return dict(data)
-                    draw(out, data.get("status") or "processing", data.get("progress"))
+            for kind, data in _events(response.iter_lines()):
+                if kind == "final":
+                    bar.postfix[0] = data["status"]
+                    bar.update(1.0 - bar.n if data["status"] == "completed" else 0)
+                    return data
+                bar.postfix[0] = data.get("status") or "processing"
+                bar.update((data.get("progress") or bar.n) - bar.n)
         return self.task(task_id)
 
 
-def draw(out: IO[str], status: str, progress: float | None) -> None:
-    """One line of progress, redrawn in place."""
-    share = progress or 0.0
-    filled = round(share * BAR_WIDTH)
-    out.write(f"\r[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {share * 100:5.1f}%  {status:<12}")
-    out.flush()
+def progress_bar(out: IO[str]) -> tqdm:
+    """A bar from 0 to 1 on `out`, redrawn in place."""
+    return tqdm(total=1.0, file=out, bar_format=BAR_FORMAT, ascii=".#", postfix=["queued"], mininterval=0)
+
+
+def _events(lines: Iterator[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(event, data) pairs from server-sent-event lines."""
+    kind = ""
+    for line in lines:
+        if line.startswith("event: "):
+            kind = line.removeprefix("event: ")
+        elif line.startswith("data: "):
+            yield kind, dict(json.loads(line.removeprefix("data: ")))
 
 
 def summary(task: dict[str, Any]) -> str:

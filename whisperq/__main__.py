@@ -1,0 +1,5 @@
+"""`python -m whisperq`: the `whisperq` command."""
+
+from whisperq.cli import main
+
+main()
