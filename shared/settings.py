@@ -16,7 +16,7 @@ DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 
 
 class ApiKey(BaseModel):
-    """One API key, configured by the SHA-256 of the key (`whisperq hash-key` prints it), never the key."""
+    """One API key, configured by the SHA-256 of the key (`whisperq new-key` prints it), never the key."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -19,6 +19,7 @@ from shared import keys
 from shared.clock import to_ms, utcnow
 from shared.enums import FINISHED_STATUSES, CallbackStatus, TaskStatus
 from shared.errors import TaskNotFound
+from shared.events import MAX_EVENTS
 from shared.schemas import Task, TaskQuery, Transcript
 
 _JSON_FIELDS = {"options", "source", "chunk_spans"}
@@ -58,7 +59,7 @@ if #ARGV >= 4 then
 end
 local final = redis.call('HGET', KEYS[1], 'status')
 if final ~= status then
-  redis.call('XADD', KEYS[4], 'MAXLEN', '~', 2000, '*', 'type', 'status', 'status', final)
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', $max_events, '*', 'type', 'status', 'status', final)
   redis.call('EXPIRE', KEYS[4], redis.call('TTL', KEYS[1]))
 end
 if final ~= status and finished[final] and redis.call('HEXISTS', KEYS[1], 'callback_url') == 1 then
@@ -75,7 +76,7 @@ if KEYS[5] then
   end
 end
 return 1
-""").substitute(finished=FINISHED_STATUSES, pending=CallbackStatus.PENDING.value)
+""").substitute(finished=FINISHED_STATUSES, pending=CallbackStatus.PENDING.value, max_events=MAX_EVENTS)
 
 
 def _index_keys(fields: Mapping[str, Any]) -> list[str]:
@@ -110,7 +111,7 @@ class TaskStore:
         score = to_ms(task.created_at)
         for index in [keys.all_tasks_key(), *_index_keys(fields)]:
             pipe.zadd(index, {task.id: score})
-        pipe.xadd(keys.events_key(task.id), {"type": "status", "status": task.status.value})
+        pipe.xadd(keys.events_key(task.id), {"type": "status", "status": task.status.value}, maxlen=MAX_EVENTS)
         pipe.expire(keys.events_key(task.id), self.ttl_s)
 
     def delete(self, task: Task, pipe: Pipeline) -> None:

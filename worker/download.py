@@ -26,6 +26,7 @@ from shared.media import SNIFF_BYTES, sniff
 from shared.netguard import Policy
 from shared.settings import Settings
 from shared.storage import UploadStorage
+from worker.control import TaskCancelled
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +159,7 @@ def _page(url: str, storage: UploadStorage, settings: Settings, check: Check) ->
             ydl.process_ie_result(info, download=True)
         except yt_dlp.utils.DownloadError as exc:
             cause = exc.exc_info[1] if exc.exc_info else None
-            if isinstance(cause, WhisperqError):  # raised by `check`, inside yt-dlp
+            if isinstance(cause, (WhisperqError, TaskCancelled)):  # raised by `check`, inside yt-dlp
                 raise cause from exc
             raise _classify(url, str(exc)) from exc
         files = [path for path in folder.iterdir() if path.is_file() and not path.name.endswith(".part")]

@@ -11,7 +11,7 @@ import pytest
 
 from shared.settings import Settings
 from tests.conftest import DATA
-from tests.test_sources import silent_video
+from tests.worker.test_sources import silent_video
 
 VIDEO = DATA / "video"
 
