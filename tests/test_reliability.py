@@ -150,7 +150,14 @@ def test_redis_restart_loses_nothing_and_everyone_recovers(
         done_id = submit(api, JFK).json()["id"]
         wait_for(lambda: task(api, done_id)["status"] == "completed")
         info = WorkerInfo(
-            id="base-later", model="base", device="cpu", compute_type="int8", host="test", pid=1, started_at=utcnow()
+            id="base-later",
+            model="base",
+            device="cpu",
+            compute_type="int8",
+            multilingual=True,
+            host="test",
+            pid=1,
+            started_at=utcnow(),
         )
         fleet.announce(Redis.from_url(own_redis.url), info, ttl_s=600)  # a base worker comes after the restart
         queued_id = submit(api, JFK, model="base", language="en").json()["id"]
