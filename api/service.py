@@ -27,13 +27,15 @@ log = logging.getLogger(__name__)
 
 def check_model(redis: Redis, model: str, request: TaskCreate) -> None:
     """The model must be served by a live worker, and able to do what the task asks."""
-    served = fleet.served_models(redis)
+    live = fleet.live_workers(redis)
+    served = sorted({worker.model for worker in live})
     if model not in served:
         listed = ", ".join(served) if served else "none (no worker is running)"
         raise ModelNotServed(
             f"no worker serves model {model!r}; served models: {listed}", details=[{"field": "model", "served": served}]
         )
-    check_model_fits(model, fleet.multilingual(redis, model), request.task_type, request.options.language)
+    multilingual = all(worker.multilingual for worker in live if worker.model == model)
+    check_model_fits(model, multilingual, request.task_type, request.options.language)
 
 
 def _source(file: ReceivedFile | None, url: str | None) -> Source:

@@ -46,9 +46,3 @@ def worker_count(redis: Redis, model: str) -> int:
 def served_models(redis: Redis) -> list[str]:
     """Models at least one live worker serves, sorted."""
     return sorted({worker.model for worker in live_workers(redis)})
-
-
-def multilingual(redis: Redis, model: str) -> bool:
-    """Whether the live workers of a model say it reads every language (False if none serves it)."""
-    flags = [worker.multilingual for worker in live_workers(redis) if worker.model == model]
-    return bool(flags) and all(flags)
