@@ -20,6 +20,13 @@ from shared.errors import UnsafeUrl
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
+# IPv6 forms whose last 32 bits are the IPv4 address a packet ends up at: IPv4-compatible, IPv4-translated
+# (SIIT) and NAT64's well-known prefix. A NAT64 gateway reaches whatever it is given, internal networks too.
+_LOW_32_BITS = [ipaddress.IPv6Network(net) for net in ("::/96", "::ffff:0:0:0/96", "64:ff9b::/96")]
+# Forms refused whatever they carry: NAT64's local-use prefix (the IPv4's place depends on the operator's
+# prefix length), Teredo (a relayed, obfuscated IPv4) and the deprecated site-local range.
+_REFUSED_IPV6 = [ipaddress.IPv6Network(net) for net in ("64:ff9b:1::/48", "2001::/32", "fec0::/10")]
+
 
 class Policy:
     """Which hosts may be reached: public addresses, plus the allow-listed names and networks."""
@@ -54,11 +61,26 @@ class Policy:
         return addresses
 
     def _allowed(self, address: Address) -> bool:
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
         if any(address in network for network in self.networks):
             return True
+        if isinstance(address, ipaddress.IPv6Address):
+            inner = _embedded_ipv4(address)
+            if inner is not None:
+                return self._allowed(inner)
+            if any(address in network for network in _REFUSED_IPV6):
+                return False
         return address.is_global and not address.is_multicast
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 form leads to: mapped, translated, compatible, NAT64 or 6to4; else None."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if any(address in network for network in _LOW_32_BITS):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
 
 
 class _GuardedBackend(httpcore.SyncBackend):
