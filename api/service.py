@@ -106,6 +106,9 @@ class TaskService:
         pipe = self.redis.pipeline()
         pipe.multi()  # explicit, so RQ adds its commands to this transaction instead of opening its own
         self.stores.tasks.create(task, pipe)
+        secret = (self.caller.key.webhook_secret if self.caller.key else None) or self.settings.webhook_secret
+        if task.callback_url and secret:  # so that any worker signs it, whatever its own settings
+            self.stores.callbacks.sign_with(task.id, secret, pipe)
         if file is not None:
             pipe.hincrby(keys.metrics_counter_key("upload_bytes"), "upload", file.upload.size)
         queues.enqueue(self.redis, task, pipe, ttl_s=self.settings.task_ttl_s)

@@ -61,6 +61,11 @@ def callbacks_leased_key() -> str:
     return f"{PREFIX}:callbacks:leased"
 
 
+def callback_secret_key(task_id: str) -> str:
+    """The secret that signs a task's callbacks, as the API resolved it at submission."""
+    return f"{PREFIX}:callback-secret:{task_id}"
+
+
 def deliveries_key(task_id: str) -> str:
     """Every callback attempt of a task, oldest first (JSON)."""
     return f"{PREFIX}:deliveries:{task_id}"

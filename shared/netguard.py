@@ -7,10 +7,13 @@ step, so it covers every redirect and a name that resolves differently the secon
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
-from collections.abc import Iterable, Sequence
-from typing import Any
+import ssl
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpcore
@@ -19,6 +22,7 @@ import httpx
 from shared.errors import UnsafeUrl
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+T = TypeVar("T")
 
 # IPv6 forms whose last 32 bits are the IPv4 address a packet ends up at: IPv4-compatible, IPv4-translated
 # (SIIT) and NAT64's well-known prefix. A NAT64 gateway reaches whatever it is given, internal networks too.
@@ -83,11 +87,57 @@ def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | No
     return None
 
 
-class _GuardedBackend(httpcore.SyncBackend):
-    """httpcore's socket backend, connecting only to addresses the policy allows."""
+class _DeadlineStream(httpcore.NetworkStream):
+    """A connection that ends at a fixed time, however slowly the other end sends or reads its bytes."""
 
-    def __init__(self, policy: Policy) -> None:
+    PIECE = 65536  # writes go in pieces, so a receiver that reads slowly meets the deadline too
+
+    def __init__(self, stream: httpcore.NetworkStream, ends_at: float, deadline_s: float) -> None:
+        self.stream = stream
+        self.ends_at = ends_at
+        self.deadline_s = deadline_s
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._within(timeout, httpcore.ReadTimeout, lambda left: self.stream.read(max_bytes, left))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        for start in range(0, len(buffer), self.PIECE):
+            piece = buffer[start : start + self.PIECE]
+            self._within(timeout, httpcore.WriteTimeout, functools.partial(self.stream.write, piece))
+
+    def close(self) -> None:
+        self.stream.close()
+
+    def start_tls(
+        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
+        upgraded = self._within(
+            timeout, httpcore.ConnectTimeout, lambda left: self.stream.start_tls(ssl_context, server_hostname, left)
+        )
+        return _DeadlineStream(upgraded, self.ends_at, self.deadline_s)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self.stream.get_extra_info(info)
+
+    def _within(self, timeout: float | None, error: type[httpcore.TimeoutException], call: Callable[[float], T]) -> T:
+        left = self.ends_at - time.monotonic()
+        message = f"the connection outlived its deadline of {self.deadline_s:g} s"
+        if left <= 0:
+            raise error(message)
+        try:
+            return call(left if timeout is None else min(timeout, left))
+        except httpcore.TimeoutException:
+            if time.monotonic() >= self.ends_at:
+                raise error(message) from None
+            raise
+
+
+class _GuardedBackend(httpcore.SyncBackend):
+    """httpcore's socket backend, connecting only to addresses the policy allows (within a deadline, if given)."""
+
+    def __init__(self, policy: Policy, deadline_s: float | None = None) -> None:
         self.policy = policy
+        self.deadline_s = deadline_s
 
     def connect_tcp(
         self,
@@ -97,12 +147,20 @@ class _GuardedBackend(httpcore.SyncBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.NetworkStream:
+        opened = time.monotonic()
         try:
             addresses = self.policy.resolve(host, port)
         except UnsafeUrl as exc:
             raise httpcore.ConnectError(exc.message) from exc
-        # Connect to the address that was checked, not to a fresh resolution of the name.
-        return super().connect_tcp(str(addresses[0]), port, timeout, local_address, socket_options)
+        if self.deadline_s is None:
+            # Connect to the address that was checked, not to a fresh resolution of the name.
+            return super().connect_tcp(str(addresses[0]), port, timeout, local_address, socket_options)
+        ends_at = opened + self.deadline_s
+        left = max(ends_at - time.monotonic(), 0.001)
+        stream = super().connect_tcp(
+            str(addresses[0]), port, left if timeout is None else min(timeout, left), local_address, socket_options
+        )
+        return _DeadlineStream(stream, ends_at, self.deadline_s)
 
     def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
@@ -110,10 +168,17 @@ class _GuardedBackend(httpcore.SyncBackend):
         raise httpcore.ConnectError("unix sockets are not reachable")
 
 
-def client(policy: Policy, timeout: float, **kwargs: Any) -> httpx.Client:
-    """An httpx client whose every connection, redirects included, obeys the policy; no proxies from the env."""
-    transport = httpx.HTTPTransport(trust_env=False)
-    transport._pool._network_backend = _GuardedBackend(policy)
+def client(policy: Policy, timeout: float, deadline_s: float | None = None, **kwargs: Any) -> httpx.Client:
+    """An httpx client whose every connection, redirects included, obeys the policy; no proxies from the env.
+
+    With `deadline_s`, no connection is kept for another request and each one ends that long after it was
+    opened, so one request, from connecting to the last byte read, takes at most that long.
+    """
+    kept = 0 if deadline_s is not None else 20  # else httpx's default
+    transport = httpx.HTTPTransport(
+        trust_env=False, limits=httpx.Limits(max_connections=100, max_keepalive_connections=kept)
+    )
+    transport._pool._network_backend = _GuardedBackend(policy, deadline_s)
     return httpx.Client(transport=transport, timeout=timeout, trust_env=False, **kwargs)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import socket
 from functools import lru_cache
@@ -15,6 +17,20 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 
 
+def _check_webhook_secret(value: str | None) -> str | None:
+    """A Standard Webhooks secret: `whsec_` then base64 (padded or not) of at least 12 bytes."""
+    if value is None:
+        return None
+    encoded = value.removeprefix("whsec_")
+    try:
+        secret = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+    except binascii.Error:
+        secret = b""
+    if encoded == value or len(secret) < 12:
+        raise ValueError("must be whsec_ followed by base64 of at least 12 bytes (whisperq new-key makes one)")
+    return value
+
+
 class ApiKey(BaseModel):
     """One API key, configured by the SHA-256 of the key (`whisperq new-key` prints it), never the key."""
 
@@ -23,9 +39,14 @@ class ApiKey(BaseModel):
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.@-]+$")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     admin: bool = False
-    webhook_secret: str | None = Field(default=None, pattern=r"^whsec_[A-Za-z0-9+/=]{16,}$")
+    webhook_secret: str | None = None
     requests_per_minute: int | None = Field(default=None, ge=1)
     max_queued: int | None = Field(default=None, ge=1)
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: str | None) -> str | None:
+        return _check_webhook_secret(value)
 
 
 class Settings(BaseSettings):
@@ -102,7 +123,9 @@ class Settings(BaseSettings):
     callback_backoff_s: float = Field(
         default=30.0, gt=0, description="First retry delay; it doubles each attempt, with jitter."
     )
-    callback_timeout_s: float = Field(default=10.0, gt=0, description="Time a receiver has to answer.")
+    callback_timeout_s: float = Field(
+        default=10.0, gt=0, description="Time one delivery may take in all, from connecting to the answer's status."
+    )
     allowed_hosts: list[str] = Field(
         default_factory=list,
         description='Hosts or networks that URLs may reach although not public, as JSON: ["media.internal"].',
@@ -133,6 +156,11 @@ class Settings(BaseSettings):
         if value is not None and urlsplit(value).scheme not in {"redis", "rediss", "unix"}:
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
         return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: str | None) -> str | None:
+        return _check_webhook_secret(value)
 
     @field_validator("max_queued_per_priority")
     @classmethod

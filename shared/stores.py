@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from redis import Redis
 
-from shared.callback_queue import CallbackQueue
+from shared.callback_queue import CallbackQueue, Retries
 from shared.chunks import ChunkStore
 from shared.events import EventLog
 from shared.settings import Settings
@@ -33,7 +33,7 @@ class Stores:
         return cls(
             tasks=TaskStore(redis, ttl),
             events=EventLog(redis),
-            callbacks=CallbackQueue(redis, ttl),
+            callbacks=CallbackQueue(redis, ttl, Retries.of(settings)),
             summaries=SummaryStore(redis, ttl),
             chunks=ChunkStore(redis, ttl),
             storage=UploadStorage(settings.uploads),

@@ -1,26 +1,28 @@
 """Callbacks: signed completion notices, delivered from their own queue by a thread of every worker.
 
-The thread keeps a slow receiver from holding the model: jobs go on in the main thread meanwhile.
+The thread keeps a slow receiver from holding the model: jobs go on in the main thread meanwhile. One delivery
+takes at most `callback_timeout_s` in all, and only the answer's status line and headers are read, so no
+receiver can hold the thread or fill the worker's memory.
 Signatures follow Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature`), made by its
-reference library, so any receiver verifies them with the same library or its ports.
+reference library, so any receiver verifies them with the same library or its ports. The secret is the one the
+API recorded at submission, so a worker needs no keys of its own to sign.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import random
 import threading
 import time
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import httpx
 from standardwebhooks.webhooks import Webhook
 
 from shared import metrics, netguard
+from shared.callback_queue import Lease
 from shared.clock import utcnow
-from shared.enums import CallbackStatus
 from shared.errors import TaskNotFound
 from shared.netguard import Policy
 from shared.schemas import Delivery, Task, TaskPublic
@@ -35,11 +37,6 @@ IDLE_WAIT_S = 0.5
 def retryable(status_code: int | None) -> bool:
     """Network errors, 5xx, 408 and 429 are tried again; other answers are final."""
     return status_code is None or status_code >= 500 or status_code in (408, 429)
-
-
-def backoff(attempt: int, base_s: float) -> float:
-    """Seconds before the next try: doubling from `base_s`, with ±50% jitter."""
-    return float(base_s * 2 ** (attempt - 1) * random.uniform(0.5, 1.5))
 
 
 def _outcome(status_code: int | None, error: str | None, refused: bool) -> str:
@@ -69,22 +66,23 @@ class Deliverer:
         self._thread.join(timeout=self.settings.callback_timeout_s + 5)
 
     def _loop(self) -> None:
-        with netguard.client(Policy(self.settings.allowed_hosts), self.settings.callback_timeout_s) as http:
+        deadline_s = self.settings.callback_timeout_s
+        with netguard.client(Policy(self.settings.allowed_hosts), deadline_s, deadline_s=deadline_s) as http:
             while not self._stop.is_set():
                 try:
-                    task_id = self.callbacks.claim(lease_s=self.settings.callback_timeout_s + 30)
-                    if task_id is None:
+                    lease = self.callbacks.claim()
+                    if lease is None:
                         self._stop.wait(IDLE_WAIT_S)
                     else:
-                        self.deliver(http, task_id)
-                except Exception:  # Redis away, say: the lease brings the callback back
+                        self.deliver(http, lease)
+                except Exception:  # Redis away, say: the lease lapses and counts as a failed attempt
                     log.warning("callback delivery failed; trying again shortly", exc_info=True)
                     self._stop.wait(IDLE_WAIT_S)
 
-    def deliver(self, http: httpx.Client, task_id: str) -> None:
+    def deliver(self, http: httpx.Client, lease: Lease) -> None:
         """One attempt at one task's callback, recorded on the task."""
         try:
-            task = self.tasks.get(task_id)
+            task = self.tasks.get(lease.task_id)
         except TaskNotFound:
             return
         assert task.callback_url is not None
@@ -93,7 +91,6 @@ class Deliverer:
         started = time.perf_counter()
         headers = self._headers(task, message_id, timestamp, body)
         status_code, error, refused = self._post(http, task.callback_url, headers, body)
-        attempt = task.callback_attempts + 1
         delivery = Delivery(
             at=utcnow(),
             event=f"task.{task.status.value}",
@@ -101,15 +98,12 @@ class Deliverer:
             error=error,
             duration_ms=round((time.perf_counter() - started) * 1000),
         )
-        if error is None:
-            self.callbacks.record(task.id, delivery, CallbackStatus.DELIVERED, None)
-        elif not refused and retryable(status_code) and attempt < self.settings.callback_max_attempts:
-            retry_at = utcnow() + timedelta(seconds=backoff(attempt, self.settings.callback_backoff_s))
-            self.callbacks.record(task.id, delivery, CallbackStatus.PENDING, retry_at)
-        else:
-            self.callbacks.record(task.id, delivery, CallbackStatus.FAILED, None)
+        settled = self.callbacks.record(lease, delivery, retry=not refused and retryable(status_code))
         metrics.count(self.callbacks.redis, "callbacks", _outcome(status_code, error, refused))
-        log.info("callback of task %s, attempt %d: %s", task.id, attempt, error or status_code)
+        if settled is None:
+            log.warning("callback of task %s: its lease lapsed before the answer (%s) was recorded", task.id, error)
+        else:
+            log.info("callback of task %s, attempt %d: %s, %s", task.id, settled[0], error or status_code, settled[1])
 
     def payload(self, task: Task) -> dict[str, Any]:
         """The notice: event type, time, the task as GET /v1/tasks/{id} shows it, and its result's address."""
@@ -129,12 +123,13 @@ class Deliverer:
             "webhook-id": message_id,
             "webhook-timestamp": str(int(timestamp.timestamp())),
         }
-        secret = self._secret(task.owner)
+        secret = self.callbacks.signing_secret(task.id) or self._secret(task.owner)
         if secret:
             headers["webhook-signature"] = Webhook(secret).sign(message_id, timestamp, body.decode())
         return headers
 
     def _secret(self, owner: str) -> str | None:
+        """The worker's own secret for an owner, for tasks submitted without one recorded."""
         key = next((key for key in self.settings.api_keys if key.name == owner), None)
         return (key.webhook_secret if key else None) or self.settings.webhook_secret
 
@@ -144,8 +139,9 @@ class Deliverer:
     ) -> tuple[int | None, str | None, bool]:
         """The receiver's status code, an error unless it was 2xx, and whether the address was refused."""
         try:
-            response = http.post(url, content=body, headers=headers)
+            with http.stream("POST", url, content=body, headers=headers) as response:
+                status_code = response.status_code  # the body is never read: closing drops the connection
         except httpx.HTTPError as exc:
             refusal = netguard.is_refusal(exc)
             return None, refusal or f"{type(exc).__name__}: {exc}", refusal is not None
-        return response.status_code, None if response.is_success else f"HTTP {response.status_code}", False
+        return status_code, None if 200 <= status_code < 300 else f"HTTP {status_code}", False
