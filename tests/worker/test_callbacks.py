@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from redis import Redis
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from shared import keys
 from shared.schemas import Delivery
 from shared.settings import ApiKey, Settings
 from shared.stores import Stores
@@ -180,13 +181,17 @@ def test_a_lapsed_lease_counts_as_an_attempt(
     settings = settings.model_copy(update={"callback_max_attempts": 2, "callback_backoff_s": 0.05})
     queue = Stores.open(redis, settings).callbacks
 
-    assert queue.claim(lease_s=0.2), "a deliverer takes it, then dies before recording anything"
+    lease = queue.claim(lease_s=0.2)
+    assert lease, "a deliverer takes it, then stalls before recording anything"
     wait_for(queue.release_expired_leases)
     [lapsed] = queue.deliveries(task_id)
     assert lapsed.status_code is None and lapsed.error and "lease" in lapsed.error
     assert lapsed.event == "task.cancelled"
     assert callback(api, task_id)["status"] == "pending"
     assert api.get(f"/v1/tasks/{task_id}").json()["callback"]["deliveries"][0]["error"] == lapsed.error
+    late = Delivery(at=lapsed.at, event="task.cancelled", status_code=200, duration_ms=300)
+    assert queue.record(lease, late, retry=False) is None, "the stalled deliverer's lease was counted already"
+    assert len(queue.deliveries(task_id)) == 1
 
     wait_for(lambda: queue.claim(lease_s=0.2), timeout_s=5)  # the retry comes due after its backoff
     wait_for(queue.release_expired_leases)
@@ -219,6 +224,7 @@ def test_a_worker_with_only_redis_signs_with_the_secret_the_api_recorded(
     api_factory: Callable[..., httpx.Client],
     served: Callable[[str], None],
     start_worker: Callable[..., subprocess.Popen[str]],
+    redis: Redis,
 ) -> None:
     served("tiny.en")
     key = ApiKey(name="alice", sha256=hashlib.sha256(b"wq_alice").hexdigest(), webhook_secret=SECRET)
@@ -235,6 +241,9 @@ def test_a_worker_with_only_redis_signs_with_the_secret_the_api_recorded(
         server.shutdown()
         server.server_close()
     assert verifier.verified == [True]
+    assert SECRET not in api.get(f"/v1/tasks/{task_id}", headers=alice).text
+    assert api.delete(f"/v1/tasks/{task_id}", headers=alice).status_code == 204
+    assert [key for key in redis.scan_iter(f"{keys.PREFIX}:*") if task_id.encode() in key] == []
 
 
 @pytest.mark.parametrize(
