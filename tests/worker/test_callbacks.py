@@ -229,7 +229,7 @@ def test_a_worker_with_only_redis_signs_with_the_secret_the_api_recorded(
     served("tiny.en")
     key = ApiKey(name="alice", sha256=hashlib.sha256(b"wq_alice").hexdigest(), webhook_secret=SECRET)
     api = api_factory(api_keys=[key], require_api_key=True)
-    verifier = type("TestVerifier", (Verifier,), {"verified": []})
+    verifier: type[Verifier] = type("TestVerifier", (Verifier,), {"verified": []})
     server = ThreadingHTTPServer(("127.0.0.1", 0), verifier)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     alice = {"Authorization": "Bearer wq_alice"}
