@@ -11,6 +11,9 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import httpx
+import yt_dlp
+from yt_dlp.compat import urllib_req_to_req
+from yt_dlp.networking.common import Request
 
 from shared import netguard
 from shared.errors import (
@@ -20,13 +23,12 @@ from shared.errors import (
     NoMediaFound,
     UnsafeUrl,
     UnsupportedMedia,
-    WhisperqError,
 )
 from shared.media import SNIFF_BYTES, sniff
 from shared.netguard import Policy
 from shared.settings import Settings
 from shared.storage import UploadStorage
-from worker.control import TaskCancelled
+from worker import egress
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,8 @@ _PAGE_TYPES = {
     "application/dash+xml",
 }
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# How yt-dlp may fetch media: over HTTP, natively, so through the egress proxy (rtmp, rtsp and the like are not).
+_PROTOCOLS = {"http", "https", "m3u8", "m3u8_native", "http_dash_segments"}
 
 
 @dataclass(frozen=True)
@@ -130,9 +134,16 @@ class _Logger:
         log.info("yt-dlp: %s", message)
 
 
-def _options(folder: Path, settings: Settings, check: Check) -> dict[str, Any]:
+def _options(folder: Path, settings: Settings, proxy: str) -> dict[str, Any]:
+    no_ffmpeg = folder / "no-ffmpeg"
+    no_ffmpeg.mkdir()
     return {
-        "progress_hooks": [lambda status: check()],
+        "proxy": proxy,
+        # HLS and DASH are read natively, fragment by fragment through the proxy. ffmpeg is never run: yt-dlp
+        # would hand it the streams it cannot read itself, and ffmpeg fetches them on its own.
+        "external_downloader": {"default": "native"},
+        "ffmpeg_location": str(no_ffmpeg),
+        "skip_unavailable_fragments": False,
         "format": "bestaudio/best",
         "noplaylist": True,
         "outtmpl": {"default": str(folder / "media.%(ext)s")},
@@ -147,21 +158,34 @@ def _options(folder: Path, settings: Settings, check: Check) -> dict[str, Any]:
     }
 
 
-def _page(url: str, storage: UploadStorage, settings: Settings, check: Check) -> Fetched:
-    """Best audio of the media on a page yt-dlp knows (its generic extractor finds HTML5 media too)."""
-    import yt_dlp
+class _YoutubeDL(yt_dlp.YoutubeDL):  # type: ignore[misc]  # yt-dlp is untyped
+    """yt-dlp whose every request goes through the egress proxy, whatever proxy an extractor or a page asks for."""
 
-    with storage.scratch() as folder, yt_dlp.YoutubeDL(_options(folder, settings, check)) as ydl:
+    def urlopen(self, req: Any) -> Any:
+        """Send a request, through the proxy these options name and no other."""
+        if not isinstance(req, Request):
+            req = Request(req) if isinstance(req, str) else urllib_req_to_req(req)
+        req.headers.pop("Ytdl-Request-Proxy", None)
+        req.proxies = {"all": self.params["proxy"]}
+        return super().urlopen(req)
+
+
+def _page(url: str, storage: UploadStorage, settings: Settings, check: Check) -> Fetched:
+    """Best audio of the media on a page yt-dlp knows (its generic extractor finds HTML5 media too).
+
+    yt-dlp makes every request through the egress proxy: pages, redirects, manifests and fragments are all
+    checked where the connection is made. A refused connection fails the download, wherever yt-dlp met it.
+    """
+    proxy = egress.EgressProxy(Policy(settings.allowed_hosts), settings.download_timeout_s, check)
+    with storage.scratch() as folder, proxy, _YoutubeDL(_options(folder, settings, proxy.url)) as ydl:
         try:
             info = ydl.extract_info(url, download=False)
             _check(info, url, settings)
-            _check_media_urls(info, Policy(settings.allowed_hosts))
             ydl.process_ie_result(info, download=True)
         except yt_dlp.utils.DownloadError as exc:
-            cause = exc.exc_info[1] if exc.exc_info else None
-            if isinstance(cause, (WhisperqError, TaskCancelled)):  # raised by `check`, inside yt-dlp
-                raise cause from exc
+            proxy.raise_failure()
             raise _classify(url, str(exc)) from exc
+        proxy.raise_failure()
         files = [path for path in folder.iterdir() if path.is_file() and not path.name.endswith(".part")]
         if not files:
             raise FileTooLarge(f"the media at {url} is larger than the {settings.max_upload_bytes}-byte limit")
@@ -193,14 +217,9 @@ def _check(info: dict[str, Any] | None, url: str, settings: Settings) -> None:
     size = info.get("filesize") or info.get("filesize_approx")
     if size and size > settings.max_upload_bytes:
         raise FileTooLarge(f"the media at {url} is larger than the {settings.max_upload_bytes}-byte limit")
-
-
-def _check_media_urls(info: dict[str, Any], policy: Policy) -> None:
-    """The media yt-dlp would fetch must be as reachable as the page was."""
-    urls = {info.get("url"), *(fmt.get("url") for fmt in info.get("formats") or [])}
-    hosts = {(urlsplit(url).scheme, urlsplit(url).netloc): url for url in urls if url}
-    for url in hosts.values():
-        policy.check_url(url)
+    protocol = str(info.get("protocol") or "")
+    if not set(protocol.split("+")) <= _PROTOCOLS:
+        raise UnsafeUrl(f"the media at {url} is served over {protocol}; only http(s), HLS and DASH are fetched")
 
 
 def _classify(url: str, message: str) -> Exception:
