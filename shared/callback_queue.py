@@ -16,7 +16,7 @@ from typing import cast
 from redis import Redis
 from redis.client import Pipeline
 
-from shared import keys
+from shared import keys, metrics
 from shared.clock import to_ms, utcnow
 from shared.enums import CallbackStatus
 from shared.schemas import Delivery
@@ -181,7 +181,10 @@ class CallbackQueue:
     def release_expired_leases(self) -> int:
         """Count every lapsed lease (its deliverer died or stalled) as a failed attempt; how many lapsed."""
         leased = cast(list[bytes], self.redis.zrange(keys.callbacks_leased_key(), 0, -1))
-        return sum(self._count_lapse(raw.decode()) for raw in leased)
+        lapsed = sum(self._count_lapse(raw.decode()) for raw in leased)
+        if lapsed:
+            metrics.count(self.redis, "callbacks", "lease_lapsed", lapsed)
+        return lapsed
 
     def _count_lapse(self, task_id: str) -> int:
         attempt = Delivery(

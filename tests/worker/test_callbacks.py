@@ -198,6 +198,7 @@ def test_a_lapsed_lease_counts_as_an_attempt(
     assert len(queue.deliveries(task_id)) == 2
     assert callback(api, task_id)["status"] == "failed", "the attempt limit applies to lapsed leases"
     assert queue.claim(lease_s=0.2) is None and queue.release_expired_leases() == 0
+    assert redis.hget(keys.metrics_counter_key("callbacks"), "lease_lapsed") == b"2"
 
 
 class Verifier(BaseHTTPRequestHandler):
