@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException
 
 from shared.errors import (
     DownloadFailed,
+    DownloadTooSlow,
     FileTooLarge,
     Forbidden,
     InvalidRequest,
@@ -71,6 +72,7 @@ HTTP_STATUS: dict[type[WhisperqError], int] = {
     SummariesUnavailable: 503,
     ServiceUnavailable: 503,
     TaskTimeout: 504,
+    DownloadTooSlow: 504,
 }
 
 

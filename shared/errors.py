@@ -153,6 +153,12 @@ class DownloadFailed(TaskFailure):
     code = "download_failed"
 
 
+class DownloadTooSlow(DownloadFailed):
+    """The media at a URL did not arrive within the download deadline."""
+
+    code = "download_too_slow"
+
+
 class NoMediaFound(TaskFailure):
     """A URL points at neither media nor a page holding media."""
 

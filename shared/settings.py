@@ -132,6 +132,11 @@ class Settings(BaseSettings):
     )
     max_media_duration_s: int = Field(default=4 * 3600, gt=0, description="Longest media accepted from a page URL.")
     download_timeout_s: float = Field(default=30.0, gt=0, description="Connect and read timeout for URL downloads.")
+    download_deadline_s: float = Field(
+        default=1800.0,
+        gt=0,
+        description="Longest a URL download may take, page and media together; a slower one fails (download_too_slow).",
+    )
     openai_timeout_s: float = Field(
         default=600.0, gt=0, description="How long the OpenAI-compatible endpoints wait for a result."
     )

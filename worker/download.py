@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -18,6 +19,7 @@ from yt_dlp.networking.common import Request
 from shared import netguard
 from shared.errors import (
     DownloadFailed,
+    DownloadTooSlow,
     FileTooLarge,
     MediaTooLong,
     NoMediaFound,
@@ -32,7 +34,6 @@ from worker import egress
 
 log = logging.getLogger(__name__)
 
-CHUNK_BYTES = 256 * 1024
 Check = Callable[[], None]
 # What yt-dlp can find media in: web pages, and HLS / DASH manifests.
 _PAGE_TYPES = {
@@ -63,9 +64,11 @@ class Fetched:
 def fetch(url: str, storage: UploadStorage, settings: Settings, check: Check) -> Fetched:
     """Download the media a URL points at, directly if it is a media file, else through yt-dlp.
 
-    `check` is called as data arrives and raises to abandon the download (the task was cancelled).
+    `check` is called at every read (and while waiting for one) and raises to abandon the download (the task
+    was cancelled); past `download_deadline_s` the download fails with DownloadTooSlow.
     """
     Policy(settings.allowed_hosts).check_url(url)
+    check = _within_deadline(check, url, settings.download_deadline_s)
     direct = _direct(url, storage, settings, check)
     return direct if direct is not None else _page(url, storage, settings, check)
 
@@ -79,7 +82,7 @@ def _direct(url: str, storage: UploadStorage, settings: Settings, check: Check) 
         ):
             if response.status_code >= 400:
                 raise DownloadFailed(f"{url} answered HTTP {response.status_code}")
-            chunks = response.iter_bytes(CHUNK_BYTES)
+            chunks = _checked(response.iter_bytes(), check)
             head = _head(chunks)
             if not head:
                 raise UnsupportedMedia(f"{url} served an empty file")
@@ -89,7 +92,6 @@ def _direct(url: str, storage: UploadStorage, settings: Settings, check: Check) 
             with storage.receive(settings.max_upload_bytes) as upload:
                 upload.write(head)
                 for chunk in chunks:
-                    check()
                     upload.write(chunk)
                 upload.commit()
             title = unquote(PurePosixPath(urlsplit(str(response.url)).path).name) or None
@@ -102,6 +104,25 @@ def _direct(url: str, storage: UploadStorage, settings: Settings, check: Check) 
     return Fetched(
         upload_name=upload.name, platform="direct", title=title, format=upload.format, size_bytes=upload.size
     )
+
+
+def _within_deadline(check: Check, url: str, seconds: float) -> Check:
+    """`check`, which also fails the download once `seconds` have passed: a trickle must not hold a worker."""
+    ends = time.monotonic() + seconds
+
+    def checked() -> None:
+        check()
+        if time.monotonic() > ends:
+            raise DownloadTooSlow(f"the media at {url} did not arrive within the {seconds:.0f}-second download limit")
+
+    return checked
+
+
+def _checked(chunks: Iterator[bytes], check: Check) -> Iterator[bytes]:
+    """The body as it arrives from the network, one read at a time, with `check` run at each."""
+    for chunk in chunks:
+        check()
+        yield chunk
 
 
 def _refuse_unless_page(url: str, content_type: str) -> None:

@@ -1,4 +1,5 @@
-"""Outbound fetches: every connection yt-dlp opens passes the address check, and no proxy is taken from the env.
+"""Outbound fetches: every connection yt-dlp opens passes the address check, no proxy is taken from the env, and
+a download that trickles ends (at the deadline, or as soon as its task is cancelled).
 
 The test's policy allows 127.0.0.2 (a "public" host here); 127.0.0.1 stands for an internal one.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -23,7 +25,7 @@ from shared.errors import UnsafeUrl
 from shared.netguard import Policy
 from shared.settings import Settings
 from shared.storage import UploadStorage
-from tests.conftest import JFK
+from tests.conftest import DATA, JFK, submit
 from worker import download, egress
 
 PUBLIC, INTERNAL = "127.0.0.2", "127.0.0.1"
@@ -99,13 +101,50 @@ def ts_segment(path: Path) -> bytes:
     return path.read_bytes()
 
 
+class Trickle:
+    """An answer that sends the start of a file at once, then a few bytes at a time, until the client goes."""
+
+    def __init__(self, body: bytes, content_type: str) -> None:
+        self.body = body
+        self.content_type = content_type
+        self.started = threading.Event()  # the download is under way: bytes have gone out after the head
+        self.dropped = threading.Event()  # the client closed the connection
+        self.closing = threading.Event()
+
+    def __call__(self, handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Type", self.content_type)
+        handler.send_header("Content-Length", str(len(self.body)))
+        handler.end_headers()
+        try:
+            handler.wfile.write(self.body[:4096])
+            for start in range(4096, len(self.body), 16):  # 64 bytes a second: a day for a few MB
+                if self.closing.wait(0.25):
+                    return
+                handler.wfile.write(self.body[start : start + 16])
+                handler.wfile.flush()
+                self.started.set()
+        except OSError:
+            self.dropped.set()
+
+
 @pytest.fixture
 def public() -> Iterator[Site]:
     site = Site(PUBLIC)
     site.routes["/jfk.flac"] = send(200, "audio/flac", JFK.read_bytes())
     site.routes["/watch.html"] = html(f'<html><body><video src="{site.url}/jfk.flac"></video></body></html>')
+    site.routes["/slow.html"] = html(f'<html><body><video src="{site.url}/slow.flac"></video></body></html>')
     yield site
     site.close()
+
+
+@pytest.fixture
+def trickle(public: Site) -> Iterator[Trickle]:
+    """`/slow.flac` (and the page `/slow.html` showing it) on the public host: JFK's speech, trickling."""
+    answer = Trickle(JFK.read_bytes(), "audio/flac")
+    public.routes["/slow.flac"] = answer
+    yield answer
+    answer.closing.set()
 
 
 @pytest.fixture
@@ -219,3 +258,49 @@ def test_media_fetched_other_than_over_http_is_refused(policed: Settings) -> Non
         with pytest.raises(UnsafeUrl, match="only http"):
             download._check({"protocol": protocol}, "http://media.test/page", policed)
     download._check({"protocol": "m3u8_native"}, "http://media.test/page", policed)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", ["slow.flac", "slow.html"])
+def test_a_trickling_download_fails_at_the_deadline(
+    api_factory: Callable[..., httpx.Client],
+    served: Callable[[str], None],
+    start_worker: Callable[..., subprocess.Popen[str]],
+    public: Site,
+    trickle: Trickle,
+    path: str,
+) -> None:
+    served("tiny.en")
+    api = api_factory(allowed_hosts=[PUBLIC])
+    task_id = api.post("/v1/tasks", data={"url": f"{public.url}/{path}"}).json()["id"]
+    started = time.monotonic()
+    assert start_worker(allowed_hosts=[PUBLIC], download_deadline_s=3).wait(timeout=60) == 0
+    error = api.get(f"/v1/tasks/{task_id}").json()["error"]
+    assert error is not None and error["code"] == "download_too_slow", error
+    assert time.monotonic() - started < 60, "the trickle (a day long) was given up at the deadline"
+    assert trickle.dropped.wait(timeout=5), "the connection was closed"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", ["slow.flac", "slow.html"])
+def test_a_cancel_during_a_trickle_is_seen_at_once(
+    api_factory: Callable[..., httpx.Client],
+    served: Callable[[str], None],
+    start_worker: Callable[..., subprocess.Popen[str]],
+    public: Site,
+    trickle: Trickle,
+    settings: Settings,
+    path: str,
+) -> None:
+    served("tiny.en")
+    api = api_factory(allowed_hosts=[PUBLIC])
+    task_id = api.post("/v1/tasks", data={"url": f"{public.url}/{path}"}).json()["id"]
+    follower = submit(api, DATA / "audio" / "fsdd" / "4_theo_0.wav").json()["id"]
+    worker = start_worker(allowed_hosts=[PUBLIC])
+    assert trickle.started.wait(timeout=60), "the download began"
+    assert api.post(f"/v1/tasks/{task_id}/cancel").json()["status"] == "cancelled"
+    assert trickle.dropped.wait(timeout=10), "the worker dropped the download within seconds of the cancel"
+    assert worker.wait(timeout=120) == 0
+    assert api.get(f"/v1/tasks/{follower}").json()["status"] == "completed"
+    assert api.get(f"/v1/tasks/{task_id}").json()["status"] == "cancelled"
+    assert list(settings.uploads.iterdir()) == []
