@@ -184,5 +184,6 @@ class TaskService:
             raise InvalidRequest(f"task {task_id} has no callback_url")
         if not task.status.finished:
             raise TaskNotCompleted(f"task {task_id} is {task.status.value}; callbacks are sent once it has finished")
-        self.stores.callbacks.schedule(task_id)
+        if not self.stores.tasks.redeliver(task_id):  # deleted meanwhile: nothing is written
+            raise TaskNotFound(f"no task with id {task_id!r}")
         return self.describe(task_id)

@@ -1,27 +1,36 @@
-"""Worker announcements: which workers are alive and which models they serve."""
+"""Worker announcements: which workers are alive, which models they serve, and which job each holds."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
 from typing import cast
 
 from redis import Redis
+from redis.exceptions import RedisError
 
 from shared import keys
 from shared.schemas import WorkerInfo
 
+log = logging.getLogger(__name__)
 
-def announce(redis: Redis, info: WorkerInfo, ttl_s: int) -> None:
-    """Say (again) that this worker is alive; the announcement lapses after ttl_s without a refresh."""
+
+def announce(redis: Redis, info: WorkerInfo, ttl_s: int, holding: str | None = None) -> None:
+    """Say (again) that this worker is alive and which job it holds; both lapse after ttl_s without a refresh."""
     pipe = redis.pipeline()
     pipe.set(keys.worker_key(info.id), info.model_dump_json(), ex=ttl_s)
     pipe.sadd(keys.workers_key(), info.id)
+    if holding is None:
+        pipe.delete(keys.worker_holds_key(info.id))
+    else:
+        pipe.set(keys.worker_holds_key(info.id), holding, ex=ttl_s)
     pipe.execute()
 
 
 def withdraw(redis: Redis, worker_id: str) -> None:
     """Remove a worker's announcement as it stops."""
     pipe = redis.pipeline()
-    pipe.delete(keys.worker_key(worker_id))
+    pipe.delete(keys.worker_key(worker_id), keys.worker_holds_key(worker_id))
     pipe.srem(keys.workers_key(), worker_id)
     pipe.execute()
 
@@ -38,6 +47,15 @@ def live_workers(redis: Redis) -> list[WorkerInfo]:
     return [WorkerInfo.model_validate_json(value) for value in raw if value is not None]
 
 
+def holdings(redis: Redis, worker_ids: Iterable[str]) -> dict[str, str]:
+    """The job each of these workers holds now, for those that hold one."""
+    ids = sorted(worker_ids)
+    if not ids:
+        return {}
+    raw = cast(list[bytes | None], redis.mget([keys.worker_holds_key(worker_id) for worker_id in ids]))
+    return {worker_id: value.decode() for worker_id, value in zip(ids, raw, strict=True) if value is not None}
+
+
 def worker_count(redis: Redis, model: str) -> int:
     """How many live workers serve this model."""
     return sum(1 for worker in live_workers(redis) if worker.model == model)
@@ -46,3 +64,29 @@ def worker_count(redis: Redis, model: str) -> int:
 def served_models(redis: Redis) -> list[str]:
     """Models at least one live worker serves, sorted."""
     return sorted({worker.model for worker in live_workers(redis)})
+
+
+class Presence:
+    """One worker's announcement and the job it holds, refreshed by its upkeep and rewritten at once on a change.
+
+    Its client should give up at once while Redis is away (not retry for a minute), so that the worker's upkeep
+    can try again every second and announce the worker as soon as Redis is back.
+    """
+
+    def __init__(self, redis: Redis, info: WorkerInfo, ttl_s: int) -> None:
+        self.redis = redis
+        self.info = info
+        self.ttl_s = ttl_s
+        self.holding: str | None = None
+
+    def announce(self) -> None:
+        """Announce the worker and the job it holds (again)."""
+        announce(self.redis, self.info, self.ttl_s, self.holding)
+
+    def hold(self, job_id: str | None) -> None:
+        """Say which job the worker runs now (None once it ends); the upkeep repeats it if Redis misses it now."""
+        self.holding = job_id
+        try:
+            self.announce()
+        except RedisError:
+            log.warning("could not announce the job in hand; the upkeep will", exc_info=True)

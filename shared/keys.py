@@ -31,6 +31,11 @@ def index_key(field: str, value: str) -> str:
     return f"{index_prefix()}{field}:{value}"
 
 
+def indexes_key() -> str:
+    """Set of every index key in use, so the janitor can prune them all without scanning."""
+    return f"{PREFIX}:indexes"
+
+
 def all_tasks_key() -> str:
     """Ids of every task, scored by creation time (ms)."""
     return f"{PREFIX}:tasks"
@@ -109,6 +114,11 @@ def rate_key(owner: str, window: int) -> str:
 def worker_key(worker_id: str) -> str:
     """Hash announcing one live worker (model, device); expires when it stops refreshing."""
     return f"{PREFIX}:worker:{worker_id}"
+
+
+def worker_holds_key(worker_id: str) -> str:
+    """The job a live worker runs now (a task id, or a chunk's job id); lapses with its announcement."""
+    return f"{PREFIX}:worker:{worker_id}:holds"
 
 
 def workers_key() -> str:

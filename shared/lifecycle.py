@@ -3,17 +3,22 @@
 Every path that ends a task (a worker, a chunk worker stitching, the janitor giving up, the API cancelling or
 deleting) goes through here, and `release` frees what the task held: its jobs still waiting on a queue, its
 chunks (state, jobs, audio) and its media. Release does nothing while the task is still active, so a late or
-repeated call is harmless and never frees what a newer run holds.
+repeated call is harmless and never frees what a newer run holds: a worker's own writes are fenced by its run's
+token (`shared.fencing`), so a stale worker's complete or fail is refused, and as its task is still active (held by
+the newer run), the release that follows frees nothing. An ended task never runs again, so once it has ended
+nothing of it is needed any more.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from redis import Redis
 
 from shared import queues
+from shared.fencing import Fence
 from shared.schemas import Task, Transcript
 from shared.stores import Stores
 
@@ -28,15 +33,15 @@ class Lifecycle:
     stores: Stores
     keep_uploads: bool
 
-    def complete(self, task: Task, transcript: Transcript, processing_s: float) -> bool:
-        """Store the result and mark the task completed; False if it had ended or gone meanwhile."""
-        completed = self.stores.tasks.complete(task.id, transcript, processing_s)
+    def complete(self, task: Task, transcript: Transcript, processing_s: float, fences: Sequence[Fence] = ()) -> bool:
+        """Store the result and mark the task completed (while the run's fences hold); False if it had not."""
+        completed = self.stores.tasks.complete(task.id, transcript, processing_s, fences)
         self.release(task)
         return completed
 
-    def fail(self, task: Task, code: str, message: str, expect_worker: str | None = None) -> bool:
-        """Mark the task failed with a machine code and a sentence (if still `expect_worker`'s, when given)."""
-        failed = self.stores.tasks.fail(task.id, code, message, expect_worker=expect_worker)
+    def fail(self, task: Task, code: str, message: str, fences: Sequence[Fence] = ()) -> bool:
+        """Mark the task failed with a machine code and a sentence (while the run's fences hold); False if not."""
+        failed = self.stores.tasks.fail(task.id, code, message, fences)
         self.release(task)
         return failed
 

@@ -45,16 +45,28 @@ def chunk_job_id(task_id: str, index: int) -> str:
     return f"{task_id}-{index}"
 
 
-def enqueue_chunks(redis: Redis, task: Task, indexes: Iterable[int], ttl_s: int, at_front: bool = False) -> None:
-    """Enqueue chunk jobs on the task's queue, in one transaction; any worker of the model may take any of them."""
+def enqueue_chunks(
+    redis: Redis,
+    task: Task,
+    indexes: Iterable[int],
+    ttl_s: int,
+    at_front: bool = False,
+    pipe: Pipeline | None = None,
+) -> None:
+    """Enqueue chunk jobs on the task's queue in one transaction (the caller's, if given).
+
+    Any worker of the model may take any of them.
+    """
     indexes = list(indexes)
     if not indexes:
         return
     queue = task_queue(redis, task)
-    pipe = redis.pipeline()
-    pipe.multi()
+    own = pipe is None
+    if pipe is None:
+        pipe = redis.pipeline()
+        pipe.multi()
     for index in indexes:
-        _replace(redis, chunk_job_id(task.id, index))
+        _replace(redis, chunk_job_id(task.id, index), pipe)
         queue.enqueue_call(
             CHUNK_JOB,
             args=(task.id, index),
@@ -65,7 +77,8 @@ def enqueue_chunks(redis: Redis, task: Task, indexes: Iterable[int], ttl_s: int,
             at_front=at_front,
             pipeline=pipe,
         )
-    pipe.execute()
+    if own:
+        pipe.execute()
 
 
 def chunk_job_ids(task_id: str, count: int) -> list[str]:
@@ -94,20 +107,20 @@ def _fetch(redis: Redis, job_id: str) -> Job | None:
         return None
 
 
-def _replace(redis: Redis, job_id: str) -> None:
-    """Delete a job about to be enqueued again under the same id."""
+def _replace(redis: Redis, job_id: str, pipe: Pipeline) -> None:
+    """Delete, in the caller's transaction, a job about to be enqueued again under the same id."""
     job = _fetch(redis, job_id)
     if job is not None:
-        job.delete(remove_from_queue=True)
+        job.delete(pipeline=pipe, remove_from_queue=True)
 
 
-def requeue(redis: Redis, task: Task, ttl_s: int) -> None:
-    """Put a task's job back at the end of its queue, as a fresh RQ job with the same id."""
-    _replace(redis, task.id)
-    pipe = redis.pipeline()
-    pipe.multi()
+def requeue(redis: Redis, task: Task, ttl_s: int, pipe: Pipeline) -> None:
+    """Put a task's job back at the end of its queue, as a fresh RQ job with the same id.
+
+    Inside the caller's transaction, which has begun (MULTI), so the job is replaced only if the transaction runs.
+    """
+    _replace(redis, task.id, pipe)
     enqueue(redis, task, pipe, ttl_s)
-    pipe.execute()
 
 
 def waiting_ids_of(redis: Redis, queue_names: list[str]) -> set[str]:

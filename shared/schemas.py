@@ -408,6 +408,7 @@ class Task(BaseModel):
     duration: float | None = None
     attempts: int = 0
     worker: str | None = None
+    run: int | None = Field(default=None, description="Token of the run holding the task (its attempt); not shown.")
     chunks: int | None = None
     chunk_spans: list[tuple[float, float]] | None = None
     error_code: str | None = None

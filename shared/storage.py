@@ -120,16 +120,17 @@ class UploadStorage:
             raise ValueError(f"not an upload name: {name!r}")
         return self.root / name
 
-    def chunk_path(self, task_id: str, index: int) -> Path:
-        """Where one chunk of a split task keeps its audio."""
-        return self._chunk_dir(task_id) / f"{index:04d}.wav"
+    def chunk_path(self, task_id: str, index: int, run: int) -> Path:
+        """Where one chunk of a split task keeps its audio, in a folder of the run that split it."""
+        return self._chunk_dir(task_id) / str(run) / f"{index:04d}.wav"
 
-    def remove_chunks(self, task_id: str) -> None:
-        """Delete a split task's chunk audio, if any (and the chunks folder, once empty)."""
-        folder = self._chunk_dir(task_id)
-        shutil.rmtree(folder, ignore_errors=True)
-        with suppress(OSError):
-            folder.parent.rmdir()
+    def remove_chunks(self, task_id: str, run: int | None = None) -> None:
+        """Delete a split task's chunk audio, of one run or of all, if any (and emptied folders)."""
+        task_folder = self._chunk_dir(task_id)
+        shutil.rmtree(task_folder / str(run) if run is not None else task_folder, ignore_errors=True)
+        for folder in (task_folder, task_folder.parent):
+            with suppress(OSError):
+                folder.rmdir()
 
     def _chunk_dir(self, task_id: str) -> Path:
         if not _NAME.match(task_id):

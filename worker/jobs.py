@@ -8,7 +8,9 @@ import time
 from shared import logs, metrics
 from shared.enums import TaskStatus
 from shared.errors import TaskNotFound, WhisperqError
+from shared.fencing import Fence
 from shared.schemas import Segment, Task, check_model_fits
+from shared.store import run_fence
 from worker import chunk_jobs, context, download, engine
 from worker.context import WorkerContext
 from worker.control import TaskCancelled
@@ -40,24 +42,31 @@ def transcribe(task_id: str) -> None:
         ctx.lifecycle.release(task)
     except WhisperqError as exc:
         log.info("task %s failed: %s (%s)", task_id, exc.message, exc.code)
-        ctx.lifecycle.fail(task, exc.code, exc.message)
+        ctx.lifecycle.fail(task, exc.code, exc.message, fences(task))
     except Exception as exc:
-        ctx.lifecycle.fail(task, "internal_error", f"the worker failed unexpectedly: {type(exc).__name__}: {exc}")
+        message = f"the worker failed unexpectedly: {type(exc).__name__}: {exc}"
+        ctx.lifecycle.fail(task, "internal_error", message, fences(task))
         raise
 
 
 def _claim(ctx: WorkerContext, task_id: str) -> Task | None:
-    """The task, now marked as ours; None if it was deleted, cancelled or already finished."""
+    """The task, now run by us (its `run` is our run's token); None if it is gone, not queued, or finished."""
     try:
         task = ctx.stores.tasks.get(task_id)
     except TaskNotFound:
         log.info("task %s no longer exists; skipping", task_id)
         return None
     status = TaskStatus.DOWNLOADING if task.source.kind == "url" else TaskStatus.PROCESSING
-    if task.status.finished or not ctx.stores.tasks.start(task, ctx.worker_id, status):
+    run = 0 if task.status.finished else ctx.stores.tasks.start(task, ctx.worker_id, status)
+    if not run:
         log.info("task %s is %s; skipping", task_id, task.status.value)
         return None
-    return task
+    return task.model_copy(update={"status": status, "worker": ctx.worker_id, "attempts": run, "run": run})
+
+
+def fences(task: Task) -> list[Fence]:
+    """The fence of the run this worker holds: its writes to the task count only while the run holds it."""
+    return [run_fence(task.id, task.run)]
 
 
 def _download(ctx: WorkerContext, task: Task) -> Task:
@@ -100,13 +109,12 @@ def _cancellation_check(ctx: WorkerContext, task_id: str, every_s: float = 1.0) 
     return check
 
 
-def _progress(ctx: WorkerContext, task_id: str, share: float, segment: Segment) -> None:
-    """Record progress and stream the segment; a task cancelled or deleted meanwhile stops here."""
-    if not ctx.stores.tasks.update(task_id, progress=round(share, 4)):
-        raise TaskCancelled(f"task {task_id} was cancelled or deleted while running")
-    ctx.stores.events.add(
-        task_id, {"type": "segment", "progress": str(round(share, 4)), "segment": segment.model_dump_json()}
-    )
+def _progress(ctx: WorkerContext, task: Task, share: float, segment: Segment) -> None:
+    """Record progress and stream the segment; a task cancelled, deleted or given to another worker stops here."""
+    if not ctx.stores.tasks.update(task.id, fences(task), progress=round(share, 4)):
+        raise TaskCancelled(f"task {task.id} was cancelled, deleted or given to another worker while running")
+    event = {"type": "segment", "progress": str(round(share, 4)), "segment": segment.model_dump_json()}
+    ctx.stores.events.add(task.id, event, fences(task))
 
 
 def _run(ctx: WorkerContext, task: Task) -> None:
@@ -127,16 +135,17 @@ def _run(ctx: WorkerContext, task: Task) -> None:
             path,
             task.task_type,
             task.options,
-            on_progress=lambda share, segment: _progress(ctx, task.id, share, segment),
+            on_progress=lambda share, segment: _progress(ctx, task, share, segment),
         )
     ctx.stores.tasks.update(
         task.id,
+        fences(task),
         duration=transcript.duration,
         language=transcript.language,
         language_probability=transcript.language_probability,
     )
     processing = time.perf_counter() - started
-    if ctx.lifecycle.complete(task, transcript, processing):
+    if ctx.lifecycle.complete(task, transcript, processing, fences(task)):
         log.info("task %s completed: %.1f s of audio", task.id, transcript.duration)
         metrics.observe_completion(ctx.redis, task.model, processing, transcript.duration)
     else:

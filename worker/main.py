@@ -33,10 +33,16 @@ log = logging.getLogger(__name__)
 
 
 class Upkeep:
-    """A background thread that does the worker's chores every few seconds while it lives."""
+    """A background thread that does the worker's chores every few seconds while it lives.
 
-    def __init__(self, interval_s: float, chores: list[Callable[[], object]]) -> None:
+    The chores run in order, and one that fails ends its round: the later ones need what it does (no sweep by a
+    worker that could not announce itself). After a failed round the next comes within a second, so a worker
+    announces itself again as soon as Redis is back.
+    """
+
+    def __init__(self, interval_s: float, chores: list[Callable[[], object]], retry_s: float = 1.0) -> None:
         self.interval_s = interval_s
+        self.retry_s = min(retry_s, interval_s)
         self.chores = chores
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="upkeep", daemon=True)
@@ -52,23 +58,31 @@ class Upkeep:
         self._thread.join(timeout=5)
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self._round()
+        wait = self.interval_s
+        while not self._stop.wait(wait):
+            wait = self.interval_s if self._round() else self.retry_s
 
-    def _round(self) -> None:
+    def _round(self) -> bool:
+        """Do the chores; False if one failed."""
         for chore in self.chores:
             try:
                 chore()
             except Exception:  # Redis may be briefly away; the next round tries again
                 log.warning("worker upkeep failed; trying again shortly", exc_info=True)
+                return False
+        return True
 
 
 class Worker(SimpleWorker):
-    """RQ's in-process worker, keeping RQ's heartbeats while a long job runs and handing a job back on a cold stop."""
+    """RQ's in-process worker: it says which job it holds, keeps RQ's heartbeats while a long job runs, and hands
+    a job back on a cold stop."""
 
     interrupted: str | None = None
+    presence: fleet.Presence | None = None
 
     def execute_job(self, job: Any, queue: Any) -> None:
+        if self.presence is not None:
+            self.presence.hold(job.id)
         execution = self.prepare_execution(job)
         done = threading.Event()
         beats = threading.Thread(target=self._beat, args=(job, execution, done), name="heartbeat", daemon=True)
@@ -78,6 +92,8 @@ class Worker(SimpleWorker):
         finally:
             done.set()
             beats.join(timeout=5)
+            if self.presence is not None:
+                self.presence.hold(None)
         self.set_state(WorkerStatus.IDLE)
 
     def _beat(self, job: Any, execution: Any, done: threading.Event) -> None:
@@ -132,14 +148,12 @@ def serve(
     lifecycle = Lifecycle(redis, stores, settings.keep_uploads)
     context.install(context.WorkerContext(worker_id, redis, settings, engine, stores, lifecycle))
     janitor = Janitor(redis, lifecycle, settings)
+    # The announcement gives up at once while Redis is away, so the worker announces itself as soon as it is back.
     info = worker_info(worker_id, engine, gpu)
-    chores: list[Callable[[], object]] = [
-        lambda: fleet.announce(redis, info, settings.worker_ttl_s),
-        lease.refresh,
-        janitor.sweep,
-    ]
+    presence = fleet.Presence(connect(settings.redis_dsn, patient=False), info, settings.worker_ttl_s)
+    chores: list[Callable[[], object]] = [presence.announce, lease.refresh, janitor.sweep]
     if settings.heartbeat_file is not None:
-        chores.append(settings.heartbeat_file.touch)
+        chores.insert(0, settings.heartbeat_file.touch)
     upkeep = Upkeep(settings.worker_ttl_s / 3, chores)
     upkeep.start()
     deliverer = Deliverer(stores, settings)
@@ -147,6 +161,7 @@ def serve(
     queue_names = keys.queue_names(engine.name)
     log.info("worker %s serves %s on %s (GPU %s); queues %s", worker_id, engine.name, engine.device, gpu, queue_names)
     rq_worker = Worker(queue_names, connection=redis, name=worker_id)
+    rq_worker.presence = presence
     try:
         rq_worker.work(burst=burst, with_scheduler=False, logging_level=settings.log_level.upper())
     finally:

@@ -1,29 +1,58 @@
-"""Recovery: work whose worker died goes back on its queue, up to a number of attempts, then fails.
+"""Recovery: work whose run was lost goes back on its queue, up to a number of attempts, then fails.
 
-A whole task is recovered as one; a split task is recovered chunk by chunk, so a dead worker loses only
-the chunk it held.
+A run is lost when its worker's announcement has lapsed (the worker died), or when its worker is alive but has not
+held the run's job for a grace period of one worker TTL (its last write failed once Redis retries ran out, and the
+job ended). A whole task is recovered as one; a split task is recovered chunk by chunk, so a dead worker loses only
+the chunk it held. Each recovery is fenced by the run it ends, so of any number of janitors one recovers it, once.
+
+Redis being away is no evidence that anyone died, though every announcement lapses in an outage longer than the
+worker TTL: a janitor that has been out of touch with Redis, or that finds Redis restarted lately, recovers nothing
+until the workers have had a TTL to announce themselves again.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from dataclasses import dataclass, field
 
 from redis import Redis
+from redis.client import Pipeline
+from redis.exceptions import ResponseError
 from rq import Queue
 
 from shared import fleet, keys, queues
+from shared.chunks import chunk_fence
 from shared.enums import ChunkStatus, TaskStatus
 from shared.errors import TaskNotFound
+from shared.fencing import Fence
 from shared.lifecycle import Lifecycle
 from shared.schemas import Task
 from shared.settings import Settings
+from shared.store import run_fence
 from worker import stitch
 
 log = logging.getLogger(__name__)
 
+# A gap between sweeps longer than this share of the worker TTL (they come every third of it) means this janitor
+# was out of touch with Redis, or frozen, for long enough that announcements may have lapsed meanwhile.
+_OUT_OF_TOUCH = 2 / 3
+
+
+@dataclass
+class _Sighting:
+    """What one sweep found: the live workers, the job each holds, the queued jobs, and the runs nobody holds."""
+
+    now: float
+    live: set[str]
+    held: dict[str, str]
+    waiting: set[str]
+    unheld: dict[str, float] = field(default_factory=dict)
+    unqueued_chunks: set[str] = field(default_factory=set)
+
 
 class Janitor:
-    """Run by every worker every few seconds; any number may run at once, and each task is recovered once."""
+    """Run by every worker every few seconds; any number may run at once, and each lost run is recovered once."""
 
     def __init__(self, redis: Redis, lifecycle: Lifecycle, settings: Settings) -> None:
         self.redis = redis
@@ -33,21 +62,28 @@ class Janitor:
         self.settings = settings
         self._unqueued: set[str] = set()
         self._unqueued_chunks: set[str] = set()
+        self._unheld: dict[str, float] = {}
+        self._swept_at: float | None = None
+        self._calm_until = 0.0
 
     def sweep(self) -> list[str]:
-        """Recover the work of dead workers and the jobs lost between a queue and a worker; the job ids."""
+        """Recover lost runs and the jobs lost between a queue and a worker, prune the indexes; the job ids."""
+        now = time.monotonic()
+        self._check_contact(now)
         live = {worker.id for worker in fleet.live_workers(self.redis)}
-        running = self.store.running()
-        orphans = [task for task in running if task.chunks is None and task.worker not in live]
-        recovered = [task.id for task in orphans if self.recover(task, task.worker or "")]
-        waiting = queues.waiting_ids_of(self.redis, self._queue_names())
-        unqueued_chunks: set[str] = set()
-        for task in running:
+        seen = _Sighting(now, live, fleet.holdings(self.redis, live), queues.waiting_ids_of(self.redis, self._names()))
+        recovered: list[str] = []
+        for task in self.store.running():
             if task.chunks is not None:
-                recovered += self._sweep_split(task, live, waiting, unqueued_chunks)
-        self._unqueued_chunks = unqueued_chunks
+                recovered += self._sweep_split(task, seen)
+            elif self._lost(task.id, task.worker, seen) and self.recover(task):
+                recovered.append(task.id)
+        self._unheld, self._unqueued_chunks = seen.unheld, seen.unqueued_chunks
         self.lifecycle.stores.callbacks.release_expired_leases()
-        return recovered + self._requeue_lost_jobs(waiting)
+        recovered += self._requeue_lost_jobs(seen.waiting)
+        self.store.prune()
+        self._swept_at = time.monotonic()
+        return recovered
 
     def hand_back(self, job_id: str, worker: str) -> None:
         """Put the job a stopping worker held back on its queue: a whole task, or one chunk of a split one."""
@@ -57,23 +93,56 @@ class Janitor:
         except TaskNotFound:
             return
         if index:
-            self._requeue_chunk(task, int(index), worker)
-        elif task.chunks is None:  # once split, the task's chunks stand on their own
-            self.recover(task, worker)
+            split = self.chunks.load(task.id)
+            state = split.chunks[int(index)] if split and int(index) < len(split.chunks) else None
+            if state and state.state is ChunkStatus.PROCESSING and state.worker == worker:
+                self._requeue_chunk(task, int(index), state.attempts)
+        elif task.chunks is None and task.worker == worker:  # once split, the task's chunks stand on their own
+            self.recover(task)
 
-    def recover(self, task: Task, worker: str) -> bool:
-        """Put a task taken by `worker` back on its queue, or fail it once it has used its attempts."""
+    def recover(self, task: Task) -> bool:
+        """Put a task whose run `task.run` was lost back on its queue, or fail it once it has used its attempts."""
         if task.attempts >= self.settings.max_attempts:
             message = f"the worker running this task was lost {task.attempts} times; giving up"
-            return self._give_up(task, message, expect_worker=worker)
-        if not self.store.advance(task.id, TaskStatus.QUEUED, expect_worker=worker, progress=0.0):
+            return self._give_up(task, message, [run_fence(task.id, task.run)])
+
+        def push(pipe: Pipeline) -> None:
+            queues.requeue(self.redis, task, self.settings.task_ttl_s, pipe)
+
+        if not self.store.requeue(task, push):
             return False
-        queues.requeue(self.redis, task, self.settings.task_ttl_s)
-        log.warning("task %s put back on its queue: worker %s is gone (attempt %d)", task.id, worker, task.attempts)
+        log.warning(
+            "task %s put back on its queue: worker %s lost it (attempt %d)", task.id, task.worker, task.attempts
+        )
         return True
 
-    def _sweep_split(self, task: Task, live: set[str], waiting: set[str], unqueued: set[str]) -> list[str]:
-        """Chunks of dead workers go back on the queue; chunk jobs lost twice running are queued again."""
+    def _check_contact(self, now: float) -> None:
+        """Recover nothing for a TTL after this janitor was out of touch with Redis, or after Redis restarted."""
+        ttl = self.settings.worker_ttl_s
+        if self._swept_at is not None and now - self._swept_at > ttl * _OUT_OF_TOUCH:
+            log.warning("out of touch with Redis for %.0f s: recovering nothing for %d s", now - self._swept_at, ttl)
+            self._calm_until = max(self._calm_until, now + ttl)
+        uptime = self._redis_uptime_s()
+        if uptime is not None and uptime < ttl:
+            self._calm_until = max(self._calm_until, now + ttl - uptime)
+
+    def _redis_uptime_s(self) -> int | None:
+        try:
+            return int(self.redis.info("server")["uptime_in_seconds"])
+        except (ResponseError, KeyError):  # INFO may be disabled on a managed Redis
+            return None
+
+    def _lost(self, job_id: str, worker: str | None, seen: _Sighting) -> bool:
+        """True once a run's worker is gone, or is alive but has not held its job for a TTL; never while calm."""
+        if worker in seen.live and seen.held.get(worker) == job_id:
+            return False
+        since = seen.unheld[job_id] = self._unheld.get(job_id, seen.now)
+        if seen.now < self._calm_until:
+            return False
+        return worker not in seen.live or seen.now - since >= self.settings.worker_ttl_s
+
+    def _sweep_split(self, task: Task, seen: _Sighting) -> list[str]:
+        """Lost chunk runs go back on the queue; chunk jobs lost twice running are queued again."""
         split = self.chunks.load(task.id)
         if split is None:
             return []
@@ -84,36 +153,41 @@ class Janitor:
         queued = self.chunks.take(task.id, len(split.chunks), want)
         queues.enqueue_chunks(self.redis, task, queued, self.settings.task_ttl_s)
         for state in split.chunks:
-            job_id = queues.chunk_job_id(task.id, state.chunk.index)
-            if state.state is ChunkStatus.PROCESSING and state.worker not in live:
+            index = state.chunk.index
+            job_id = queues.chunk_job_id(task.id, index)
+            if state.state is ChunkStatus.PROCESSING and self._lost(job_id, state.worker, seen):
                 if state.attempts >= self.settings.max_attempts:
-                    message = f"the workers of chunk {state.chunk.index} were lost {state.attempts} times; giving up"
-                    return [task.id] if self._give_up(task, message) else recovered
-                if self._requeue_chunk(task, state.chunk.index, state.worker or ""):
+                    message = f"the workers of chunk {index} were lost {state.attempts} times; giving up"
+                    fences = [run_fence(task.id, split.run), chunk_fence(task.id, index, state.attempts)]
+                    return [task.id] if self._give_up(task, message, fences) else recovered
+                if self._requeue_chunk(task, index, state.attempts):
                     recovered.append(job_id)
-            elif state.state is ChunkStatus.QUEUED and job_id not in waiting and state.chunk.index not in queued:
-                unqueued.add(job_id)
+            elif state.state is ChunkStatus.QUEUED and job_id not in seen.waiting and index not in queued:
+                seen.unqueued_chunks.add(job_id)
                 if job_id in self._unqueued_chunks and self._lock(job_id):
-                    queues.enqueue_chunks(self.redis, task, [state.chunk.index], self.settings.task_ttl_s)
+                    queues.enqueue_chunks(self.redis, task, [index], self.settings.task_ttl_s)
                     log.warning("chunk %s was queued with no job waiting; its job is queued again", job_id)
                     recovered.append(job_id)
         return recovered
 
-    def _requeue_chunk(self, task: Task, index: int, worker: str) -> bool:
-        """Put a chunk held by `worker` at the front of its queue, so the file it belongs to is not held up."""
-        if not self.chunks.release(task.id, index, worker):
+    def _requeue_chunk(self, task: Task, index: int, attempt: int) -> bool:
+        """Put a chunk whose run `attempt` was lost at the front of its queue, so its file is not held up."""
+
+        def push(pipe: Pipeline) -> None:
+            queues.enqueue_chunks(self.redis, task, [index], self.settings.task_ttl_s, at_front=True, pipe=pipe)
+
+        if not self.chunks.requeue(task.id, index, attempt, push):
             return False
-        queues.enqueue_chunks(self.redis, task, [index], self.settings.task_ttl_s, at_front=True)
-        log.warning("chunk %d of task %s put back on its queue: worker %s is gone", index, task.id, worker)
+        log.warning("chunk %d of task %s put back on its queue: its worker lost it", index, task.id)
         return True
 
-    def _give_up(self, task: Task, message: str, expect_worker: str | None = None) -> bool:
-        if not self.lifecycle.fail(task, "worker_lost", message, expect_worker=expect_worker):
+    def _give_up(self, task: Task, message: str, fences: list[Fence]) -> bool:
+        if not self.lifecycle.fail(task, "worker_lost", message, fences):
             return False
         log.warning("task %s failed: %s", task.id, message)
         return True
 
-    def _queue_names(self) -> list[str]:
+    def _names(self) -> list[str]:
         return [q.name for q in Queue.all(connection=self.redis) if q.name.startswith(keys.PREFIX)]
 
     def _lock(self, job_id: str) -> bool:
@@ -133,7 +207,10 @@ class Janitor:
             except TaskNotFound:
                 continue
             if task.status is TaskStatus.QUEUED:
-                queues.requeue(self.redis, task, self.settings.task_ttl_s)
+                pipe = self.redis.pipeline()
+                pipe.multi()
+                queues.requeue(self.redis, task, self.settings.task_ttl_s, pipe)
+                pipe.execute()
                 requeued.append(task_id)
                 log.warning("task %s was queued with no job waiting; its job is queued again", task_id)
         return requeued

@@ -9,6 +9,7 @@ from shared.clock import utcnow
 from shared.enums import TaskType
 from shared.lifecycle import Lifecycle
 from shared.schemas import Chunk, Segment, Task, Transcript
+from shared.store import run_fence
 
 # Whisper counts seek in mel frames of 10 ms.
 FRAMES_PER_SECOND = 100
@@ -58,7 +59,8 @@ def stitch(
 def finish(task: Task, chunks: ChunkStore, lifecycle: Lifecycle) -> tuple[Transcript, float] | None:
     """Stitch a split task whose chunks are all done and complete it (which releases its chunks).
 
-    Returns the transcript and the seconds from the split to now; None if a chunk is not done or the task is gone.
+    The completion is fenced by the run that made the plan. Returns the transcript and the seconds from the split
+    to now; None if a chunk is not done, or the task had ended or gone.
     """
     split = chunks.load(task.id)
     if split is None or split.finished < len(split.chunks):
@@ -68,5 +70,5 @@ def finish(task: Task, chunks: ChunkStore, lifecycle: Lifecycle) -> tuple[Transc
         task.task_type, split.language, split.language_probability, plan[-1].end, chunks.segments(task.id, plan)
     )
     processing = (utcnow() - (task.processing_at or utcnow())).total_seconds()
-    completed = lifecycle.complete(task, transcript, processing)
+    completed = lifecycle.complete(task, transcript, processing, [run_fence(task.id, split.run)])
     return (transcript, processing) if completed else None

@@ -18,7 +18,7 @@ from tests.conftest import JFK
 
 
 def held_task(redis: Redis, stores: Stores) -> Task:
-    """A queued task holding an upload, its queued job, a chunk plan, a queued chunk job and chunk audio."""
+    """A task split by its first run, holding an upload, its job, a chunk plan, a queued chunk job and chunk audio."""
     upload = stores.storage.receive(max_bytes=1 << 24)
     upload.write(JFK.read_bytes())
     upload.commit()
@@ -38,9 +38,10 @@ def held_task(redis: Redis, stores: Stores) -> Task:
     stores.tasks.create(task, pipe)
     queues.enqueue(redis, task, pipe, ttl_s=60)
     pipe.execute()
-    stores.chunks.create(task.id, [Chunk(index=0, start=0.0, end=5.0)], "en", 1.0)
+    run = stores.tasks.start(task, "splitter", TaskStatus.PROCESSING)
+    assert stores.chunks.create(task.id, [Chunk(index=0, start=0.0, end=5.0)], "en", 1.0, run)
     queues.enqueue_chunks(redis, task, [0], ttl_s=60)
-    audio = stores.storage.chunk_path(task.id, 0)
+    audio = stores.storage.chunk_path(task.id, 0, run)
     audio.parent.mkdir(parents=True)
     audio.write_bytes(b"RIFF")
     return task
@@ -58,7 +59,7 @@ def test_release_frees_nothing_while_the_task_is_active_and_everything_once_it_e
     lifecycle = Lifecycle(redis, stores, keep_uploads=False)
     task = held_task(redis, stores)
     assert task.upload_name is not None
-    audio = stores.storage.chunk_path(task.id, 0)
+    audio = stores.storage.chunk_path(task.id, 0, run=1)
 
     assert lifecycle.release(task) is False
     assert waiting(redis) == {task.id, f"{task.id}-0"}
