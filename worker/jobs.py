@@ -86,6 +86,7 @@ def _download(ctx: WorkerContext, task: Task) -> Task:
     if not ctx.stores.tasks.advance(
         task.id,
         TaskStatus.PROCESSING,
+        fences=fences(task),
         upload_name=fetched.upload_name,
         source=source.model_dump(mode="json"),
         duration=fetched.duration,
@@ -122,7 +123,7 @@ def _run(ctx: WorkerContext, task: Task) -> None:
     assert task.upload_name is not None
     path = ctx.stores.storage.path(task.upload_name)
     duration = engine.probe(path)
-    ctx.stores.tasks.update(task.id, duration=duration)
+    ctx.stores.tasks.update(task.id, fences(task), duration=duration)
     check_model_fits(ctx.engine.name, ctx.engine.multilingual, task.task_type, task.options.language)
     if _splits(ctx, task, duration):
         with deadline(ctx.settings.job_timeout(duration or UNKNOWN_DURATION_S)):
