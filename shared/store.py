@@ -1,7 +1,9 @@
 """The task store: the only code that reads and writes task hashes and results, and the task's state machine.
 
 A status change also appends a status entry to the task's event stream and, for a final status of a task
-with a callback URL, puts the callback on its queue, in the same atomic step, so no notice is lost.
+with a callback URL, puts the callback on its queue, in the same atomic step, so no notice is lost. Each run
+of a task has a token (`run`, its attempt number); a worker's writes name it, so they apply only while that
+run holds the task (see `shared.fencing`).
 """
 
 from __future__ import annotations
