@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from shared.errors import NoAudioStream, UnsupportedMedia
+from shared.errors import MediaTooLong, NoAudioStream, UnsupportedMedia
 
 STANDARD_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
@@ -74,8 +74,12 @@ class ExtractOptions(BaseModel):
         return _encoding(self.output_format, self.bit_depth or 16)
 
 
-def extract(source: Path, target: Path, options: ExtractOptions) -> None:
-    """Decode the first audio stream of `source` and write it to `target` as the options say."""
+def extract(source: Path, target: Path, options: ExtractOptions, max_s: float) -> None:
+    """Decode the first audio stream of `source` and write it to `target` as the options say.
+
+    Media longer than `max_s` seconds is refused (MediaTooLong): at once if its container says so, else when the
+    output reaches the limit, so a small upload of long compressed silence cannot fill the disk.
+    """
     import av
 
     encoding = options.encoding
@@ -83,13 +87,16 @@ def extract(source: Path, target: Path, options: ExtractOptions) -> None:
         with av.open(str(source), metadata_errors="ignore") as container:
             if not container.streams.audio:
                 raise NoAudioStream("the media holds no audio stream")
+            stated = container.duration / av.time_base if container.duration else 0.0
+            if stated > max_s:
+                raise MediaTooLong(f"the media lasts {stated:.0f} s, over the {max_s:.0f}-second limit")
             with av.open(str(target), "w", format=encoding.container) as output:
-                _transcode(container, output, options, encoding)
+                _transcode(container, output, options, encoding, round(max_s * options.sample_rate))
     except av.FFmpegError as exc:
         raise UnsupportedMedia(f"the media could not be decoded: {exc}") from exc
 
 
-def _transcode(container: Any, output: Any, options: ExtractOptions, encoding: _Encoding) -> None:
+def _transcode(container: Any, output: Any, options: ExtractOptions, encoding: _Encoding, max_samples: int) -> None:
     import av
 
     layout = "mono" if options.channels == 1 else "stereo"
@@ -98,9 +105,13 @@ def _transcode(container: Any, output: Any, options: ExtractOptions, encoding: _
     stream = output.add_stream(encoding.codec, rate=options.sample_rate, layout=layout, options=codec_options)
     stream.format = encoding.sample_format
     resampler = av.AudioResampler(format=encoding.sample_format, layout=layout, rate=options.sample_rate)
+    written = 0
     for frame in container.decode(audio=0):
         frame.pts = None
         for converted in resampler.resample(frame):
+            written += converted.samples
+            if written > max_samples:
+                raise MediaTooLong(f"the media is longer than the {max_samples / options.sample_rate:.0f}-second limit")
             output.mux(stream.encode(converted))
     for converted in resampler.resample(None):
         output.mux(stream.encode(converted))

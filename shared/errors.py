@@ -136,7 +136,7 @@ class NoAudioStream(UnsupportedMedia):
 
 
 class MediaTooLong(TaskFailure):
-    """The media at a URL is longer than the configured limit."""
+    """The media is longer than the configured limit (however short its container says it is)."""
 
     code = "media_too_long"
 

@@ -130,7 +130,11 @@ class Settings(BaseSettings):
         default_factory=list,
         description='Hosts or networks that URLs may reach although not public, as JSON: ["media.internal"].',
     )
-    max_media_duration_s: int = Field(default=4 * 3600, gt=0, description="Longest media accepted from a page URL.")
+    max_media_duration_s: int = Field(
+        default=4 * 3600,
+        gt=0,
+        description="Longest media accepted, from any source (and audio extraction); decoding stops there.",
+    )
     download_timeout_s: float = Field(default=30.0, gt=0, description="Connect and read timeout for URL downloads.")
     download_deadline_s: float = Field(
         default=1800.0,

@@ -49,7 +49,7 @@ def _cut(ctx: WorkerContext, task: Task, path: Path) -> tuple[list[Chunk], dict[
     """The chunks, written to the volume, and the task's fields that describe them."""
     assert task.run is not None
     run = task.run
-    audio = splitting.decode(path)
+    audio = splitting.decode(path, ctx.settings.max_media_duration_s)
     duration = len(audio) / splitting.SAMPLE_RATE
     spans = splitting.plan(splitting.speech_spans(audio), duration, ctx.settings.chunk_target_s)
     chunks = splitting.write_chunks(audio, spans, lambda index: ctx.stores.storage.chunk_path(task.id, index, run))

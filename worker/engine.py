@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from shared.enums import TaskType
-from shared.errors import NoAudioStream, UnsupportedMedia
+from shared.errors import MediaTooLong, NoAudioStream, UnsupportedMedia
 from shared.schemas import Segment, TranscribeOptions, Transcript, Word, check_model_fits
 from shared.settings import Settings
+from worker import splitting
 from worker.models import resolve_model
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,7 @@ class Engine:
     name: str
     device: str
     compute_type: str
+    max_audio_s: float
     batched: Any = None
     batch_size: int = 0
 
@@ -72,6 +74,7 @@ def load_engine(settings: Settings) -> Engine:
         name=settings.served_model,
         device=device,
         compute_type=compute_type,
+        max_audio_s=settings.max_media_duration_s,
         batched=batched,
         batch_size=settings.batch_size,
     )
@@ -107,8 +110,18 @@ def detect_language(engine: Engine, samples: Any) -> tuple[str, float]:
     return str(language), round(float(probability), 4)
 
 
-def probe(path: Path) -> float | None:
-    """The audio's duration in seconds, if the container says; refuses a file that is not media or has no audio."""
+def probe(path: Path, max_s: float) -> float | None:
+    """The audio's duration in seconds if the container says; refuses what is not media, has no audio, or is too long.
+
+    Media that holds more than its container says is stopped when it is decoded (`splitting.decode`).
+    """
+    duration = _stated_duration(path)
+    if duration is not None and duration > max_s:
+        raise MediaTooLong(f"the media lasts {duration:.0f} s, over the {max_s:.0f}-second limit")
+    return duration
+
+
+def _stated_duration(path: Path) -> float | None:
     import av
 
     try:
@@ -126,18 +139,17 @@ def probe(path: Path) -> float | None:
 def transcribe(
     engine: Engine, path: Path, task_type: TaskType, options: TranscribeOptions, on_progress: ProgressCallback
 ) -> Transcript:
-    """Transcribe or translate a media file, reporting progress (0 to 1) as segments arrive."""
-    check_model_fits(engine.name, engine.multilingual, task_type, options.language)
-    import av
+    """Transcribe or translate a media file, reporting progress (0 to 1) as segments arrive.
 
-    try:
-        if engine.batched is not None:
-            kwargs = batched_kwargs(options, engine.batch_size)
-            segments, info = engine.batched.transcribe(str(path), task=task_type.value, **kwargs)
-        else:
-            segments, info = engine.model.transcribe(str(path), task=task_type.value, **decoding_kwargs(options))
-    except av.FFmpegError as exc:
-        raise UnsupportedMedia(f"the audio could not be decoded: {exc}") from exc
+    The audio is decoded here, not by faster-whisper, so that decoding stops at the engine's `max_audio_s`.
+    """
+    check_model_fits(engine.name, engine.multilingual, task_type, options.language)
+    audio = splitting.decode(path, engine.max_audio_s)
+    if engine.batched is not None:
+        kwargs = batched_kwargs(options, engine.batch_size)
+        segments, info = engine.batched.transcribe(audio, task=task_type.value, **kwargs)
+    else:
+        segments, info = engine.model.transcribe(audio, task=task_type.value, **decoding_kwargs(options))
     if info.duration <= 0:
         raise UnsupportedMedia("the media holds no audio samples")
     collected = _collect(segments, info.duration, on_progress)

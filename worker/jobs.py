@@ -122,7 +122,7 @@ def _run(ctx: WorkerContext, task: Task) -> None:
     """Probe the media; split it if it is long, or else transcribe it and store the result."""
     assert task.upload_name is not None
     path = ctx.stores.storage.path(task.upload_name)
-    duration = engine.probe(path)
+    duration = engine.probe(path, ctx.settings.max_media_duration_s)
     ctx.stores.tasks.update(task.id, fences(task), duration=duration)
     check_model_fits(ctx.engine.name, ctx.engine.multilingual, task.task_type, task.options.language)
     if _splits(ctx, task, duration):

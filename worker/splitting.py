@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import wave
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from shared.errors import MediaTooLong, NoAudioStream, UnsupportedMedia
 from shared.schemas import Chunk
 
 SAMPLE_RATE = 16_000
@@ -22,11 +24,58 @@ _SHORTEST = 0.5
 Span = tuple[float, float]
 
 
-def decode(path: Path) -> Any:
-    """The media's first audio track as 16 kHz mono float32 samples."""
-    from faster_whisper.audio import decode_audio
+def decode(path: Path, max_s: float) -> Any:
+    """The media's first audio track as 16 kHz mono float32 samples; MediaTooLong past `max_s` seconds.
 
-    return decode_audio(str(path), sampling_rate=SAMPLE_RATE)
+    As faster-whisper decodes (16-bit mono, timestamps ignored), but it stops at the limit whatever the container
+    claims: a small file of long compressed silence cannot fill the worker's memory.
+    """
+    import av
+    import numpy as np
+
+    limit = 2 * round(max_s * SAMPLE_RATE)  # in bytes of 16-bit samples
+    pcm = bytearray()
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            if not container.streams.audio:
+                raise NoAudioStream("the media holds no audio stream")
+            for group in itertools.chain(_grouped(_frames(container)), [None]):  # None flushes the resampler
+                for frame in resampler.resample(group):
+                    pcm += frame.to_ndarray().tobytes()
+                if len(pcm) > limit:
+                    raise MediaTooLong(f"the media is longer than the {max_s:.0f}-second limit")
+    except av.FFmpegError as exc:
+        raise UnsupportedMedia(f"the audio could not be decoded: {exc}") from exc
+    return np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
+
+
+def _frames(container: Any) -> Iterator[Any]:
+    """The first audio stream's frames, skipping any that fail to decode (as faster-whisper does)."""
+    import av
+
+    frames = container.decode(audio=0)
+    while True:
+        try:
+            yield next(frames)
+        except StopIteration:
+            return
+        except av.InvalidDataError:
+            continue
+
+
+def _grouped(frames: Iterator[Any], samples: int = 500_000) -> Iterator[Any]:
+    """The frames joined into runs of about `samples` (resampling frame by frame is slow), timestamps dropped."""
+    import av
+
+    fifo = av.AudioFifo()
+    for frame in frames:
+        frame.pts = None
+        fifo.write(frame)
+        if fifo.samples >= samples:
+            yield fifo.read()
+    if fifo.samples:
+        yield fifo.read()
 
 
 def speech_spans(audio: Any) -> list[Span]:

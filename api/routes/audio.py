@@ -39,7 +39,8 @@ async def extract_audio(request: Request, settings: SettingsDep, storage: Storag
         encoding = options.encoding
         target = storage.scratch_file(f".{encoding.extension}")
         try:
-            await run_in_threadpool(extract, storage.path(form.file.upload.name), target, options)
+            source = storage.path(form.file.upload.name)
+            await run_in_threadpool(extract, source, target, options, settings.max_media_duration_s)
         except BaseException:
             storage.remove_file(target)
             raise

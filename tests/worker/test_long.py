@@ -36,7 +36,7 @@ SPLIT = {"split_after_s": 60.0, "chunk_target_s": 30.0}
 @lru_cache(maxsize=2)
 def planned(path: Path, target_s: float) -> tuple[list[tuple[float, float]], list[tuple[float, float]], float]:
     """The speech the VAD hears in a file, the chunks it is cut into, and its duration."""
-    audio = splitting.decode(path)
+    audio = splitting.decode(path, 3600)
     duration = len(audio) / splitting.SAMPLE_RATE
     speech = splitting.speech_spans(audio)
     return speech, splitting.plan(speech, duration, target_s), duration
