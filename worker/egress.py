@@ -34,8 +34,8 @@ class _BadRequest(Exception):
     """The client sent something that is not a proxy request we serve."""
 
 
-class _Stopped(Exception):
-    """The proxy has stopped: every connection ends."""
+class _Dropped(Exception):
+    """This connection ends here: refused, unreachable, or the proxy has stopped."""
 
 
 class EgressProxy:
@@ -82,7 +82,7 @@ class EgressProxy:
             self._relay(client, upstream)
         except _BadRequest:
             _answer(client, 400, "Bad Request")
-        except (_Stopped, OSError):
+        except (_Dropped, OSError):
             pass
         except Exception as exc:  # the check's own error: cancelled, or out of time
             self._stop(exc)
@@ -99,13 +99,13 @@ class EgressProxy:
             self._record(exc)  # before the answer, so the caller finds it when yt-dlp gives up
             _answer(client, 403, "Forbidden")
             self._stop(exc)
-            raise _Stopped from exc
+            raise _Dropped from exc
         try:
             # Connect to the address that was checked, not to a fresh resolution of the name.
             upstream = socket.create_connection((str(addresses[0]), port), timeout=self.timeout_s)
         except OSError as exc:
             _answer(client, 502, exc.strerror or type(exc).__name__)
-            raise _Stopped from exc
+            raise _Dropped from exc
         return upstream
 
     def _pass_answer_head(self, upstream: socket.socket, client: socket.socket) -> None:
@@ -114,7 +114,7 @@ class EgressProxy:
             head, rest = self._read_head(upstream)
         except _BadRequest as exc:
             _answer(client, 502, "Bad Gateway")
-            raise _Stopped from exc
+            raise _Dropped from exc
         client.sendall(_without_hop_headers(head) + b"\r\nConnection: close\r\n\r\n" + rest)
 
     def _relay(self, client: socket.socket, upstream: socket.socket) -> None:
@@ -143,7 +143,7 @@ class EgressProxy:
         while True:
             self.check()
             if self.failure is not None:
-                raise _Stopped
+                raise _Dropped
             ready, _, _ = select.select(sockets, [], [], _TICK_S)
             if ready:
                 return ready
@@ -170,7 +170,7 @@ class EgressProxy:
         with self._lock:
             self._sockets.add(sock)
         if self.failure is not None:
-            raise _Stopped
+            raise _Dropped
 
     def _untrack(self, sock: socket.socket) -> None:
         with self._lock:
