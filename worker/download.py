@@ -238,8 +238,8 @@ def _check(info: dict[str, Any] | None, url: str, settings: Settings) -> None:
     size = info.get("filesize") or info.get("filesize_approx")
     if size and size > settings.max_upload_bytes:
         raise FileTooLarge(f"the media at {url} is larger than the {settings.max_upload_bytes}-byte limit")
-    protocol = str(info.get("protocol") or "")
-    if not set(protocol.split("+")) <= _PROTOCOLS:
+    protocol = info.get("protocol") or (yt_dlp.utils.determine_protocol(info) if info.get("url") else None)
+    if protocol is not None and not set(str(protocol).split("+")) <= _PROTOCOLS:
         raise UnsafeUrl(f"the media at {url} is served over {protocol}; only http(s), HLS and DASH are fetched")
 
 

@@ -254,9 +254,9 @@ def test_a_request_cannot_name_its_own_proxy(public: Site, internal: Site) -> No
 
 def test_media_fetched_other_than_over_http_is_refused(policed: Settings) -> None:
     """rtmp, rtsp and the like are fetched by helper programs that would connect past the proxy."""
-    for protocol in ("rtmp", "rtsp", "m3u8_native+rtmp"):
+    for media in ({"protocol": "rtmp"}, {"protocol": "m3u8_native+rtsp"}, {"url": "rtmp://10.0.0.1/live/a"}):
         with pytest.raises(UnsafeUrl, match="only http"):
-            download._check({"protocol": protocol}, "http://media.test/page", policed)
+            download._check(media, "http://media.test/page", policed)
     download._check({"protocol": "m3u8_native"}, "http://media.test/page", policed)
 
 
