@@ -22,7 +22,7 @@ class LocalService:
 
     def worker_peak_memory_mb(self) -> float:
         """The largest peak resident memory among the workers (VmHWM), in MiB."""
-        peaks = [_vm_hwm_kb(child.pid) for child in self.stack.children[1:]]
+        peaks = [_vm_hwm_kb(process.pid) for process in self.stack.worker_processes]
         return max(peaks, default=0) / 1024
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 import pytest
@@ -186,6 +187,49 @@ def wait_for(check: Callable[[], Any], timeout_s: float = 60, every_s: float = 0
         assert time.monotonic() < deadline, "timed out waiting"
         time.sleep(every_s)
     return value
+
+
+class Output:
+    """What a process prints, read line by line by a thread, so that a test can wait for a line with a time limit."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.lines: list[str] = []
+        self.ended = False
+        self._changed = threading.Condition()
+        threading.Thread(target=self._read, args=(stream,), daemon=True).start()
+
+    def _read(self, stream: IO[str]) -> None:
+        try:
+            for line in stream:
+                with self._changed:
+                    self.lines.append(line)
+                    self._changed.notify_all()
+        except (OSError, ValueError):  # the stream was closed under the reader
+            pass
+        with self._changed:
+            self.ended = True
+            self._changed.notify_all()
+
+    def wait_for(self, pattern: str, timeout_s: float = 120) -> re.Match[str]:
+        """The first line that matches the regular expression, once it is printed."""
+        with self._changed:
+            printed = self._changed.wait_for(lambda: self._search(pattern) or self.ended, timeout_s)
+            match = self._search(pattern)
+            assert match, f"{pattern!r} not printed ({'it ended' if printed else 'timed out'}); got:\n{self.text}"
+            return match
+
+    def wait_ended(self, timeout_s: float = 120) -> str:
+        """Everything printed, once the stream has ended."""
+        with self._changed:
+            assert self._changed.wait_for(lambda: self.ended, timeout_s), f"still printing:\n{self.text}"
+            return self.text
+
+    def _search(self, pattern: str) -> re.Match[str] | None:
+        return next(filter(None, (re.search(pattern, line) for line in self.lines)), None)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.lines)
 
 
 def make_segment(index: int, start: float, end: float, text: str, words: bool = False) -> Segment:

