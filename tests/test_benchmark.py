@@ -138,7 +138,7 @@ def test_a_small_real_run_along_both_paths(bench_env: Path, capsys: pytest.Captu
     for path in ("engine", "api"):
         row = overall[(path, "all")]
         assert row["clips"] == 2 and row["failed"] == 0 and row["wer"] < 0.2
-        assert 0 < row["rtf"] < 1 and row["latency_p50_s"] > 0 and row["throughput"] > 0
+        assert row["rtf"] > 0 and row["latency_p50_s"] > 0 and row["throughput"] > 0
         assert row["peak_memory_mb"] > 50
     for name in ("wer_by_model_language.png", "rtf_by_model.png", "latency.png"):
         assert (folder / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -22,7 +21,7 @@ from redis import Redis
 
 from shared import fleet, keys
 from shared.settings import Settings
-from tests.conftest import DATA, PROJECT, wait_for
+from tests.conftest import DATA, PROJECT, Output, wait_for
 from whisperq.redis_server import RedisServer, find_redis_server, free_port
 
 COMPOSE = yaml.safe_load((PROJECT / "docker-compose.yml").read_text())
@@ -134,7 +133,7 @@ def test_compose_commands_run_two_jobs_at_once_on_two_workers(
     for _ in range(2):
         spawn(processes, compose_command("worker"), env)
     with httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=30) as api:
-        wait_for(lambda: _live_workers(api) == 2, timeout_s=60, every_s=0.2)
+        wait_for(lambda: _live_workers(api) == 2, timeout_s=180, every_s=0.2)
         ids = []
         for _ in range(2):
             with LONG.open("rb") as handle:
@@ -179,7 +178,8 @@ def test_each_worker_claims_its_own_gpu_and_extra_ones_wait(
     claimed = wait_for(lambda: (g := gpus_in_use(redis)) and len(g) == 2 and g, timeout_s=60)
     assert set(claimed) == {"0", "1"}
     third = spawn(processes, command, lease_env)
-    time.sleep(3)
+    assert third.stderr is not None
+    Output(third.stderr).wait_for("all 2 GPUs of pool testhost are taken; waiting")
     assert len(fleet.live_workers(redis)) == 2, "the third worker waits for a GPU instead of sharing one"
 
     victim = claimed["0"]
@@ -191,8 +191,7 @@ def test_each_worker_claims_its_own_gpu_and_extra_ones_wait(
     survivor.wait(timeout=30)
     assert not redis.exists(keys.gpu_lease_key("testhost", "1")), "a worker that stops gives its GPU back"
     third.send_signal(signal.SIGTERM)
-    _, errors = third.communicate(timeout=30)
-    assert "all 2 GPUs of pool testhost are taken; waiting" in errors
+    third.wait(timeout=30)
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 import socket
 import struct
@@ -21,7 +22,8 @@ from shared import fleet, keys
 from shared.clock import utcnow
 from shared.schemas import WorkerInfo
 from shared.settings import Settings
-from tests.conftest import DATA, JFK, ApiServer, submit, wait_for
+from tests.conftest import DATA, JFK, ApiServer, Output, submit, wait_for
+from tests.worker.test_sources import Trickle, serve
 from whisperq.redis_server import RedisServer
 
 StartWorker = Callable[..., subprocess.Popen[str]]
@@ -44,6 +46,24 @@ def tiny(served: Callable[[str], None]) -> None:
     served("tiny.en")
 
 
+@pytest.fixture
+def held(tmp_path: Path) -> Iterator[tuple[str, Trickle]]:
+    """The URL of a recording whose download trickles on until the test releases it, and its trickle."""
+    site = tmp_path / "site"
+    site.mkdir()
+    shutil.copy(JFK, site / "jfk.flac")
+    trickle = Trickle()
+    with serve(site, trickle) as url:
+        yield f"{url}/slow/jfk.flac", trickle
+
+
+def submit_url(api: httpx.Client, url: str) -> str:
+    response = api.post("/v1/tasks", data={"url": url})
+    assert response.status_code == 202, response.text
+    task_id: str = response.json()["id"]
+    return task_id
+
+
 @pytest.mark.slow
 def test_a_killed_workers_task_is_completed_by_another(
     api: httpx.Client, tiny: None, start_worker: StartWorker
@@ -53,13 +73,11 @@ def test_a_killed_workers_task_is_completed_by_another(
     first = running_on(api, task_id)
     doomed.send_signal(signal.SIGKILL)
     doomed.wait()
-    killed_at = time.monotonic()
     rescuer = start_worker(burst=False, worker_ttl_s=5)
 
-    done = wait_for(lambda: (t := task(api, task_id))["status"] == "completed" and t, timeout_s=120)
+    done = wait_for(lambda: (t := task(api, task_id))["status"] == "completed" and t, timeout_s=240)
     assert done["attempts"] == 2 and done["worker"] != first["worker"]
     assert "printing" in done["result"]["text"].lower()
-    assert time.monotonic() - killed_at < 60 + done["processing_seconds"]
     rescuer.send_signal(signal.SIGTERM)
     assert rescuer.wait(timeout=30) == 0
 
@@ -81,15 +99,19 @@ def test_a_task_whose_workers_keep_dying_fails_with_worker_lost(
 
 @pytest.mark.slow
 def test_a_long_job_is_never_taken_for_abandoned(
-    api: httpx.Client, tiny: None, start_worker: StartWorker, redis: Redis
+    api: httpx.Client, tiny: None, start_worker: StartWorker, redis: Redis, held: tuple[str, Trickle]
 ) -> None:
-    task_id = submit(api, LONG).json()["id"]
+    url, trickle = held
+    task_id = submit_url(api, url)
     busy = start_worker(burst=False, worker_ttl_s=5)
-    running_on(api, task_id)
+    assert trickle.begun.wait(120), "the job has begun: its download is held until released"
     watcher = start_worker(burst=False, worker_ttl_s=5)  # its janitor sweeps every two seconds meanwhile
+    wait_for(lambda: {busy.pid, watcher.pid} <= {w.pid for w in fleet.live_workers(redis)}, timeout_s=120)
+    time.sleep(3 * 5)  # the job outlives the worker TTL three times over while both janitors sweep: how long it takes
+    assert task(api, task_id)["attempts"] == 1, "nobody took the job for abandoned"
+    trickle.released.set()
     done = wait_for(lambda: (t := task(api, task_id))["status"] == "completed" and t, timeout_s=120)
-    assert done["processing_seconds"] > 2 * 5, "the job outlived the worker TTL several times over"
-    assert done["attempts"] == 1
+    assert done["attempts"] == 1 and "ask not what your country" in done["result"]["text"]
     assert Job.fetch(task_id, connection=redis).get_status() == JobStatus.FINISHED
     for worker in (busy, watcher):
         worker.send_signal(signal.SIGTERM)
@@ -114,14 +136,14 @@ def test_second_sigterm_hands_the_job_back_at_once(
 ) -> None:
     task_id = submit(api, LONG).json()["id"]
     worker = start_worker(burst=False)
+    assert worker.stderr is not None
+    log = Output(worker.stderr)
     running_on(api, task_id)
     worker.send_signal(signal.SIGTERM)
-    time.sleep(1.5)
+    log.wait_for("warm shut down requested")  # two signals sent at once could arrive as one
     worker.send_signal(signal.SIGTERM)
-    stopped = time.monotonic()
-    worker.wait(timeout=30)
-    assert time.monotonic() - stopped < 5
-    handed_back = task(api, task_id)
+    worker.wait(timeout=120)
+    handed_back = task(api, task_id)  # not completed: the job was not finished first
     assert handed_back["status"] == "queued" and handed_back["result"] is None and handed_back["queue_position"] == 1
     assert len(list(settings.uploads.iterdir())) == 1, "the media stays for the next attempt"
     assert not redis.exists(keys.result_key(task_id))
@@ -215,15 +237,18 @@ def test_time_limit_scales_with_the_audio() -> None:
 
 @pytest.mark.slow
 def test_a_job_past_its_time_limit_fails_and_the_worker_goes_on(
-    api: httpx.Client, tiny: None, start_worker: StartWorker
+    api: httpx.Client, tiny: None, start_worker: StartWorker, held: tuple[str, Trickle]
 ) -> None:
-    slow = submit(api, LONG).json()["id"]
+    url, _ = held
+    slow = submit_url(api, url)  # its download is held: it runs past any limit, on any hardware
     quick = submit(api, JFK).json()["id"]
-    # 3 s + 0.01 s per audio second: JFK gets 3.1 s (needs about 1), the 222 s file 5.2 s (needs about 10).
-    assert start_worker(job_timeout_base_s=3, job_timeout_factor=0.01).wait(timeout=120) == 0
+    # 10 s + 1 s per audio second: a download may take that for the longest media allowed (12 s), so 22 s;
+    # JFK (11 s) gets 21 s and needs about 1.
+    limits = {"job_timeout_base_s": 10, "job_timeout_factor": 1, "max_media_duration_s": 12}
+    assert start_worker(**limits).wait(timeout=240) == 0
     timed_out = task(api, slow)
     assert timed_out["status"] == "failed" and timed_out["error"]["code"] == "timeout"
-    assert "5-second time limit" in timed_out["error"]["message"]
+    assert "22-second time limit" in timed_out["error"]["message"]
     assert task(api, quick)["status"] == "completed"
 
 

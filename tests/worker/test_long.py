@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
@@ -17,7 +16,7 @@ from redis import Redis
 from rq import Queue
 
 from benchmark.scoring import normalise
-from shared import keys
+from shared import fleet, keys
 from shared.chunks import ChunkStore
 from shared.enums import ChunkStatus, Priority, TaskType
 from shared.schemas import Chunk, Segment, TranscribeOptions
@@ -227,7 +226,8 @@ def test_cancel_and_delete_reach_every_chunk(
     assert chunk_jobs_waiting(redis, task_id) == []
     assert chunk_store.load(task_id) is None
     streamed = redis.xlen(keys.events_key(task_id))
-    time.sleep(3)  # the chunk in hand stops at its next segment, and no other chunk starts
+    # The chunk in hand stops at its next segment: then the worker holds no job, and no other chunk is left to start.
+    wait_for(lambda: not fleet.holdings(redis, [w.id for w in fleet.live_workers(redis)]), timeout_s=120)
     assert list(settings.uploads.iterdir()) == []
     if how == "cancel":
         assert task(long_api, task_id)["status"] == "cancelled" and task(long_api, task_id)["progress"] < 1
