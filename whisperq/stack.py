@@ -29,9 +29,12 @@ HEALTHY_AFTER_S = 60.0
 
 def how_it_ended(returncode: int) -> str:
     """An exit status in words: 'exited with status 1', 'was killed by SIGKILL'."""
-    if returncode < 0:
+    if returncode >= 0:
+        return f"exited with status {returncode}"
+    try:
         return f"was killed by {signal.Signals(-returncode).name}"
-    return f"exited with status {returncode}"
+    except ValueError:  # a real-time signal has no name
+        return f"was killed by signal {-returncode}"
 
 
 class Child:

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import pytest
 
 from tests.conftest import JFK, Output, submit, wait_for
 from whisperq.redis_server import free_port
+from whisperq.stack import HEALTHY_AFTER_S, Child
 
 pytestmark = pytest.mark.slow
 
@@ -194,3 +196,27 @@ def test_the_pieces_stop_when_up_is_killed(start_up: Callable[..., Up]) -> None:
     up.process.kill()
     up.process.wait()
     wait_for(lambda: all(gone(pid) for pid in pieces.values()), timeout_s=120, every_s=0.2)
+
+
+def planned_delay(capsys: pytest.CaptureFixture[str]) -> float:
+    """The delay of the restart `up` just announced."""
+    return float(capsys.readouterr().out.split("restarting it in ")[1].split()[0])
+
+
+def test_a_piece_that_keeps_dying_waits_longer_each_time(capsys: pytest.CaptureFixture[str]) -> None:
+    child = Child("crasher", lambda: subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"]))
+    now, delays = time.monotonic(), []
+    for _ in range(4):
+        child.process.wait()
+        child.tend(now)  # its death is seen now: a restart is planned
+        delays.append(planned_delay(capsys))
+        child.tend(now + delays[-1] - 0.01)
+        assert "restarted" not in capsys.readouterr().out, "not before its time"
+        now += delays[-1]
+        child.tend(now)
+        assert f"restarted crasher (pid {child.process.pid})" in capsys.readouterr().out
+    assert delays == [1, 2, 4, 8]
+
+    child.process.wait()
+    child.tend(now + HEALTHY_AFTER_S)  # it had run for a minute: healthy, so it starts again soon
+    assert planned_delay(capsys) == 1
