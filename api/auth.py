@@ -11,9 +11,7 @@ from redis import Redis
 
 from shared import keys
 from shared.errors import RateLimited, Unauthorized
-from shared.settings import ApiKey, Settings
-
-ANONYMOUS = "anonymous"
+from shared.settings import ANONYMOUS, ApiKey, Settings
 
 
 @dataclass(frozen=True)

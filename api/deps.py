@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Path, Request
+from fastapi import Depends, Header, Path, Request
 from redis import Redis
 
 from api.auth import Caller, authenticate
@@ -55,3 +55,13 @@ RedisDep = Annotated[Redis, Depends(get_redis)]
 StoresDep = Annotated[Stores, Depends(get_stores)]
 StorageDep = Annotated[UploadStorage, Depends(get_storage)]
 TaskId = Annotated[str, Path(description="The task's id. / 任务 ID。", examples=["8c971edd0f4341419dd798788bcb8a53"])]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        description="Send a retry with the same key and get the first task back, not a second one. / 幂等键。",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[!-~]+$",
+        examples=["order-17-attempt"],
+    ),
+]

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
+from api.limits import Slot
 from api.service import TaskService
 from shared.enums import TaskStatus
 from shared.errors import TaskNotFound
@@ -30,15 +31,31 @@ def _data(fields: dict[str, str]) -> str:
     return json.dumps(data)
 
 
-def response(tasks: TaskService, task_id: str, last_event_id: str = "0") -> EventSourceResponse:
-    """The task's event stream as a response, pinged while quiet."""
-    return EventSourceResponse(stream(tasks, task_id, last_event_id), ping=KEEPALIVE_S, sep="\n")
+def response(
+    tasks: TaskService, task_id: str, last_event_id: str, slot: Slot, lifetime_s: float
+) -> EventSourceResponse:
+    """The task's event stream as a response, pinged while quiet; it gives its slot back when it ends."""
+    events = _held(stream(tasks, task_id, last_event_id, lifetime_s), slot)
+    return EventSourceResponse(events, ping=KEEPALIVE_S, sep="\n")
 
 
-async def stream(tasks: TaskService, task_id: str, last_event_id: str = "0") -> AsyncIterator[ServerSentEvent]:
-    """Every event of the task after `last_event_id`, then new ones as they come, ending with `final`."""
-    quiet_since = time.monotonic()
-    while True:
+async def _held(events: AsyncIterator[ServerSentEvent], slot: Slot) -> AsyncIterator[ServerSentEvent]:
+    try:
+        async for event in events:
+            yield event
+    finally:
+        slot.release()
+
+
+async def stream(
+    tasks: TaskService, task_id: str, last_event_id: str = "0", lifetime_s: float = float("inf")
+) -> AsyncIterator[ServerSentEvent]:
+    """Every event of the task after `last_event_id`, then new ones as they come, ending with `final`.
+
+    Past `lifetime_s` the stream just ends, as if the connection dropped: clients resume with Last-Event-ID.
+    """
+    quiet_since = started = time.monotonic()
+    while time.monotonic() - started < lifetime_s:
         events = await run_in_threadpool(tasks.stores.events.after, task_id, last_event_id)
         for event_id, fields in events:
             last_event_id = event_id

@@ -8,14 +8,25 @@ from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from redis import Redis
+from redis.client import Pipeline
+from redis.exceptions import WatchError
 
 from api.auth import Caller
 from api.upload import ReceivedFile
 from shared import fleet, keys, logs, queues
 from shared.clock import utcnow
 from shared.enums import ResponseFormat, TaskStatus
-from shared.errors import InvalidRequest, ModelNotServed, TaskFinished, TaskNotCompleted, TaskNotFound, TooManyTasks
+from shared.errors import (
+    IdempotencyConflict,
+    InvalidRequest,
+    ModelNotServed,
+    TaskFinished,
+    TaskNotCompleted,
+    TaskNotFound,
+    TooManyTasks,
+)
 from shared.formats import render
+from shared.idempotency import FirstRequest, fingerprint
 from shared.lifecycle import Lifecycle
 from shared.netguard import Policy
 from shared.schemas import Source, Task, TaskCreate, TaskPage, TaskPublic, TaskQuery, check_model_fits
@@ -25,16 +36,19 @@ from shared.stores import Stores
 log = logging.getLogger(__name__)
 
 
-def check_model(redis: Redis, model: str, request: TaskCreate) -> None:
-    """The model must be served by a live worker, and able to do what the task asks."""
-    live = fleet.live_workers(redis)
-    served = sorted({worker.model for worker in live})
-    if model not in served:
-        listed = ", ".join(served) if served else "none (no worker is running)"
+def check_model(redis: Redis, settings: Settings, model: str, request: TaskCreate) -> None:
+    """The model must be served by a live worker or configured for the deployment, and able to do what is asked."""
+    workers = fleet.live_workers(redis)
+    live = [worker for worker in workers if worker.model == model]
+    accepted = sorted({*(worker.model for worker in workers), *settings.configured_models})
+    if not live and model not in settings.configured_models:
         raise ModelNotServed(
-            f"no worker serves model {model!r}; served models: {listed}", details=[{"field": "model", "served": served}]
+            f"no worker serves model {model!r} and the deployment is not configured for it; "
+            f"models accepted: {', '.join(accepted)}",
+            details=[{"field": "model", "served": accepted}],
         )
-    multilingual = all(worker.multilingual for worker in live if worker.model == model)
+    # Without a live worker to say, the name does: OpenAI's English-only checkpoints end in .en.
+    multilingual = all(worker.multilingual for worker in live) if live else not model.endswith(".en")
     check_model_fits(model, multilingual, request.task_type, request.options.language)
 
 
@@ -48,6 +62,14 @@ def _source(file: ReceivedFile | None, url: str | None) -> Source:
         format=file.upload.format,
         size_bytes=file.upload.size,
     )
+
+
+@dataclass(frozen=True)
+class Submission:
+    """The task a submit created, or (`replayed`) the one its idempotency key had created before."""
+
+    task: Task
+    replayed: bool
 
 
 @dataclass(frozen=True)
@@ -78,8 +100,39 @@ class TaskService:
             if queues.queued_counts(self.redis, models)[request.priority.value] >= limit:
                 raise TooManyTasks(f"{limit} {request.priority.value}-priority tasks are queued already", retry)
 
-    def submit(self, request: TaskCreate, file: ReceivedFile | None) -> Task:
-        """Check the request against the fleet and the limits, then record the task and enqueue its job at once."""
+    def submit(self, request: TaskCreate, file: ReceivedFile | None, idempotency_key: str | None = None) -> Submission:
+        """Record the task and enqueue its job at once; with an idempotency key, a retry gets the first task back."""
+        if idempotency_key is None:
+            return Submission(self._create(request, file), replayed=False)
+        media = file.upload.sha256 if file is not None else None
+        digest = fingerprint(request.model_dump(mode="json"), media)
+        with self.redis.pipeline() as pipe:
+            while True:
+                try:
+                    first = self.stores.idempotency.first(pipe, self.caller.name, idempotency_key)
+                    if first is not None:
+                        pipe.unwatch()
+                        return Submission(self._replay(first, digest, file), replayed=True)
+                    once = (idempotency_key, digest)
+                    return Submission(self._create(request, file, pipe, once), replayed=False)
+                except WatchError:  # the same key arrived twice at once: the other one won, so replay it
+                    continue
+
+    def _replay(self, first: FirstRequest, digest: str, file: ReceivedFile | None) -> Task:
+        if first.fingerprint != digest:
+            raise IdempotencyConflict("this Idempotency-Key was used before for a different request; use a new key")
+        if file is not None:  # the retry's own copy of the media is not needed
+            file.upload.discard()
+        return self.get(first.task_id)
+
+    def _create(
+        self,
+        request: TaskCreate,
+        file: ReceivedFile | None,
+        pipe: Pipeline | None = None,
+        once: tuple[str, str] | None = None,
+    ) -> Task:
+        """Check the request against the fleet and the limits, then record the task (and its key) in one transaction."""
         if (file is None) == (request.url is None):
             raise InvalidRequest("send the media either as a file in the form field 'file' or as a 'url', not both")
         policy = Policy(self.settings.allowed_hosts)
@@ -87,7 +140,7 @@ class TaskService:
             if url:
                 policy.check_url(url)
         model = request.model or self.settings.default_model
-        check_model(self.redis, model, request)
+        check_model(self.redis, self.settings, model, request)
         self.check_capacity(request)
         task = Task(
             id=uuid.uuid4().hex,
@@ -103,9 +156,11 @@ class TaskService:
             source=_source(file, request.url),
             upload_name=file.upload.name if file else None,
         )
-        pipe = self.redis.pipeline()
+        pipe = pipe if pipe is not None else self.redis.pipeline()
         pipe.multi()  # explicit, so RQ adds its commands to this transaction instead of opening its own
         self.stores.tasks.create(task, pipe)
+        if once is not None:
+            self.stores.idempotency.record(pipe, self.caller.name, once[0], FirstRequest(task.id, once[1]))
         secret = (self.caller.key.webhook_secret if self.caller.key else None) or self.settings.webhook_secret
         if task.callback_url and secret:  # so that any worker signs it, whatever its own settings
             self.stores.callbacks.sign_with(task.id, secret, pipe)

@@ -17,6 +17,8 @@ from shared.storage import PendingUpload, UploadStorage
 FILE_FIELD = "file"
 MAX_FIELDS = 100
 MAX_FIELD_BYTES = 64 * 1024
+# All text parts together, array parts included: well above any real task's options.
+MAX_TEXT_BYTES = 256 * 1024
 # Room for the text fields and part headers on top of the file itself.
 FORM_OVERHEAD_BYTES = 1024 * 1024
 
@@ -59,6 +61,9 @@ class _FormReceiver:
         self._name: str | None = None
         self._value = bytearray()
         self._to_file = False
+        self._parts: dict[str, list[str]] = {}
+        self._text_parts = 0
+        self._text_bytes = 0
 
     def callbacks(self) -> dict[str, object]:
         return {
@@ -109,23 +114,26 @@ class _FormReceiver:
             self.form.file.upload.write(data[start:end])
             return
         self._value += data[start:end]
+        self._text_bytes += end - start
         if len(self._value) > MAX_FIELD_BYTES:
             raise InvalidRequest(f"the field {self._name!r} is longer than {MAX_FIELD_BYTES} bytes")
+        if self._text_bytes > MAX_TEXT_BYTES:
+            raise InvalidRequest(f"the text fields of a form hold at most {MAX_TEXT_BYTES} bytes together")
 
     def _part_end(self) -> None:
         if self._to_file or self._name is None:
             return
-        value = self._value.decode("utf-8", "replace")
-        if self._name.endswith("[]") and self._name in self.form.fields:  # an array field: a, b, ...
-            self.form.fields[self._name] += f",{value}"
-            return
-        if self._name in self.form.fields:
+        self._text_parts += 1
+        if self._text_parts > MAX_FIELDS:
+            raise InvalidRequest(f"a form has at most {MAX_FIELDS} fields, each part of an array field counted")
+        values = self._parts.setdefault(self._name, [])
+        if values and not self._name.endswith("[]"):  # only an array field (name[]) may repeat
             raise InvalidRequest(f"the field {self._name!r} is given more than once")
-        if len(self.form.fields) >= MAX_FIELDS:
-            raise InvalidRequest(f"a form has at most {MAX_FIELDS} fields")
-        self.form.fields[self._name] = value
+        values.append(self._value.decode("utf-8", "replace"))
 
     def _end(self) -> None:
+        # An array field's parts are joined once, at the end: a, b, ...
+        self.form.fields = {name: ",".join(values) for name, values in self._parts.items()}
         self.ended = True
 
 
@@ -136,7 +144,10 @@ async def _urlencoded(request: Request) -> ReceivedForm:
         body += chunk
         if len(body) > FORM_OVERHEAD_BYTES:
             raise InvalidRequest(f"a form without a file is at most {FORM_OVERHEAD_BYTES} bytes")
-    pairs = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+    try:
+        pairs = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=MAX_FIELDS)
+    except ValueError as exc:
+        raise InvalidRequest(f"a form has at most {MAX_FIELDS} fields") from exc
     if len({name for name, _ in pairs}) != len(pairs):
         raise InvalidRequest("a field is given more than once")
     return ReceivedForm(fields=dict(pairs))

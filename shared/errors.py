@@ -80,6 +80,18 @@ class RateLimited(TooManyTasks):
     code = "rate_limited"
 
 
+class TooManyConcurrent(TooManyTasks):
+    """The caller holds as many event streams (or summaries in progress) as its key may at once."""
+
+    code = "too_many_concurrent"
+
+
+class IdempotencyConflict(RequestError):
+    """An Idempotency-Key was used before for a different request."""
+
+    code = "idempotency_conflict"
+
+
 class Unauthorized(RequestError):
     """No valid API key was sent where one is needed."""
 

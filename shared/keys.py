@@ -134,3 +134,13 @@ def queue_name(model: str, priority: Priority) -> str:
 def queue_names(model: str) -> list[str]:
     """A model's queues, highest priority first: the order a worker listens in."""
     return [queue_name(model, priority) for priority in Priority]
+
+
+def slots_key(kind: str, owner: str) -> str:
+    """A sorted set of one owner's concurrent slots of a kind (event streams, summaries), scored by expiry."""
+    return f"{PREFIX}:slots:{kind}:{owner}"
+
+
+def idempotency_key(owner: str, key: str) -> str:
+    """The task an owner's Idempotency-Key created, with the fingerprint of the request."""
+    return f"{PREFIX}:idempotency:{owner}:{key}"

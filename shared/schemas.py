@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal, TypeVar, cast
@@ -377,6 +378,16 @@ class Source(BaseModel):
     content_type: str | None = None
     format: str | None = None
     size_bytes: int | None = None
+
+    @field_validator("title", "filename")
+    @classmethod
+    def _printable(cls, value: str | None) -> str | None:
+        return printable(value) if value is not None else None
+
+
+def printable(text: str) -> str:
+    """A name fit to show: control, format and unassigned characters (NUL, newlines, bidi overrides) become `_`."""
+    return "".join("_" if unicodedata.category(char).startswith("C") else char for char in text)
 
 
 class Task(BaseModel):

@@ -31,6 +31,10 @@ def _check_webhook_secret(value: str | None) -> str | None:
     return value
 
 
+# The owner of tasks sent without a key; no key may take its name.
+ANONYMOUS = "anonymous"
+
+
 class ApiKey(BaseModel):
     """One API key, configured by the SHA-256 of the key (`whisperq new-key` prints it), never the key."""
 
@@ -47,6 +51,13 @@ class ApiKey(BaseModel):
     @classmethod
     def _webhook_secret(cls, value: str | None) -> str | None:
         return _check_webhook_secret(value)
+
+    @field_validator("name")
+    @classmethod
+    def _not_anonymous(cls, value: str) -> str:
+        if value.lower() == ANONYMOUS:
+            raise ValueError(f"the name {ANONYMOUS!r} is reserved for callers without a key")
+        return value
 
 
 class Settings(BaseSettings):
@@ -67,6 +78,11 @@ class Settings(BaseSettings):
     )
 
     default_model: str = Field(default="base", min_length=1, description="Model used when a task names none.")
+    served_models: list[str] = Field(
+        default_factory=list,
+        description='Models the deployment serves, as JSON (["base", "small"]): tasks for them are accepted even '
+        "while no worker is live. DEFAULT_MODEL always is.",
+    )
     model: str | None = Field(default=None, description="Model a worker serves. Default: DEFAULT_MODEL.")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="Where a worker runs its model.")
     compute_type: str = Field(default="auto", description="CTranslate2 compute type: auto, int8, float16, ...")
@@ -111,6 +127,15 @@ class Settings(BaseSettings):
     llm_api_key: str | None = Field(default=None, description="Key for the summaries endpoint.")
     llm_model: str | None = Field(default=None, description="Model name sent to the summaries endpoint.")
     llm_timeout_s: float = Field(default=120.0, gt=0, description="Time the summaries endpoint has to answer.")
+    max_summaries_per_key: int = Field(
+        default=4, ge=1, description="Summaries one key (or all anonymous callers) may have in progress at once."
+    )
+    max_streams_per_key: int = Field(
+        default=20, ge=1, description="Event streams one key (or all anonymous callers) may hold open at once."
+    )
+    stream_max_s: float = Field(
+        default=3600.0, gt=0, description="An event stream ends after this long; clients resume with Last-Event-ID."
+    )
     client_api_key: str | None = Field(default=None, description="The key the whisperq command-line client sends.")
     webhook_secret: str | None = Field(
         default=None, description="Signs callbacks of tasks whose key has no secret of its own (whsec_...)."
@@ -158,6 +183,11 @@ class Settings(BaseSettings):
     api_host: str = Field(default="127.0.0.1", description="Address the API listens on.")
     api_port: int = Field(default=8000, ge=1, le=65535, description="Port the API listens on.")
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Log level.")
+
+    @property
+    def configured_models(self) -> list[str]:
+        """The models tasks may name while no worker is live: SERVED_MODELS and the default model."""
+        return sorted({*self.served_models, self.default_model})
 
     @field_validator("redis_url")
     @classmethod

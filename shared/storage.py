@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -27,6 +28,7 @@ class PendingUpload:
         self.size = 0
         self.format: str | None = None
         self._head = b""
+        self._digest = hashlib.sha256()
         self._partial = root / f"{self.name}{_PARTIAL}"
         self._final = root / self.name
         self._file = self._partial.open("xb")
@@ -40,7 +42,13 @@ class PendingUpload:
             self._head += chunk[: SNIFF_BYTES - len(self._head)]
             if len(self._head) >= SNIFF_BYTES:
                 self._check_media()
+        self._digest.update(chunk)
         self._file.write(chunk)
+
+    @property
+    def sha256(self) -> str:
+        """The digest of what was written so far."""
+        return self._digest.hexdigest()
 
     def commit(self) -> None:
         """Close the file and give it its final name."""

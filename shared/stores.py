@@ -9,6 +9,7 @@ from redis import Redis
 from shared.callback_queue import CallbackQueue, Retries
 from shared.chunks import ChunkStore
 from shared.events import EventLog
+from shared.idempotency import IdempotencyStore
 from shared.settings import Settings
 from shared.storage import UploadStorage
 from shared.store import TaskStore
@@ -17,7 +18,7 @@ from shared.summaries import SummaryStore
 
 @dataclass(frozen=True)
 class Stores:
-    """Tasks and results, events, callbacks, summaries, chunks, and the media on the volume."""
+    """Tasks and results, events, callbacks, summaries, chunks, idempotency keys, and the media on the volume."""
 
     tasks: TaskStore
     events: EventLog
@@ -25,6 +26,7 @@ class Stores:
     summaries: SummaryStore
     chunks: ChunkStore
     storage: UploadStorage
+    idempotency: IdempotencyStore
 
     @classmethod
     def open(cls, redis: Redis, settings: Settings) -> Stores:
@@ -37,4 +39,5 @@ class Stores:
             summaries=SummaryStore(redis, ttl),
             chunks=ChunkStore(redis, ttl),
             storage=UploadStorage(settings.uploads),
+            idempotency=IdempotencyStore(ttl),
         )

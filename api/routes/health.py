@@ -6,19 +6,24 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from api.deps import RedisDep
+from api.deps import RedisDep, SettingsDep
 from shared import fleet
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/health")
-def health(redis: RedisDep) -> dict[str, Any]:
-    """Redis reachable, and the live workers with their models. / 健康检查：Redis 状态及在线 worker 和模型。"""
+def health(redis: RedisDep, settings: SettingsDep) -> dict[str, Any]:
+    """Redis reachable, the live workers with their models, and configured models no worker serves now.
+
+    健康检查：Redis 状态、在线 worker 及其模型、暂无 worker 的已配置模型。
+    """
     redis.ping()
     workers = fleet.live_workers(redis)
+    served = sorted({worker.model for worker in workers})
     return {
         "status": "ok",
-        "models": sorted({worker.model for worker in workers}),
+        "models": served,
+        "models_without_workers": sorted(set(settings.configured_models) - set(served)),
         "workers": [worker.model_dump(mode="json") for worker in workers],
     }

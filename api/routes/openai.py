@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import authenticate
-from api.deps import RedisDep, SettingsDep, StorageDep, TasksDep
+from api.deps import IdempotencyKey, RedisDep, SettingsDep, StorageDep, TasksDep
 from api.errors import TaskFailed
 from api.openapi import ERROR_RESPONSES, form_body
 from api.service import TaskService
@@ -128,32 +128,52 @@ def _answer(tasks: TaskService, task: Task, request: OpenAIForm) -> Response:
 
 
 async def _handle(
-    request: Request, tasks: TaskService, settings: Settings, storage: UploadStorage, task_type: TaskType
+    request: Request,
+    tasks: TaskService,
+    settings: Settings,
+    storage: UploadStorage,
+    task_type: TaskType,
+    idempotency_key: str | None,
 ) -> Response:
     with await receive_form(request, storage, settings.max_upload_bytes) as form:
         openai_request = parse(OpenAIForm, form.fields)
         create = openai_request.task(task_type, settings.default_model)
-        task = await run_in_threadpool(tasks.submit, create, form.file)
+        submission = await run_in_threadpool(tasks.submit, create, form.file, idempotency_key)
+    replayed = {"Idempotent-Replayed": "true"} if submission.replayed else {}
     if openai_request.callback_url:
-        view = await run_in_threadpool(tasks.describe, task.id)
-        return JSONResponse(view.model_dump(mode="json"), status_code=202)
-    finished = await _wait(tasks, task.id, settings.openai_timeout_s)
-    return await run_in_threadpool(_answer, tasks, finished, openai_request)
+        view = await run_in_threadpool(tasks.describe, submission.task.id)
+        return JSONResponse(view.model_dump(mode="json"), status_code=202, headers=replayed)
+    finished = await _wait(tasks, submission.task.id, settings.openai_timeout_s)
+    answer = await run_in_threadpool(_answer, tasks, finished, openai_request)
+    answer.headers.update(replayed)
+    return answer
 
 
 _FORM = form_body(OpenAIForm)
 
 
 @router.post("/audio/transcriptions", openapi_extra=_FORM)
-async def transcriptions(request: Request, tasks: TasksDep, settings: SettingsDep, storage: StorageDep) -> Response:
+async def transcriptions(
+    request: Request,
+    tasks: TasksDep,
+    settings: SettingsDep,
+    storage: StorageDep,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
     """OpenAI-compatible transcription, run on the high-priority queue. / 兼容 OpenAI 的转写接口。"""
-    return await _handle(request, tasks, settings, storage, TaskType.TRANSCRIBE)
+    return await _handle(request, tasks, settings, storage, TaskType.TRANSCRIBE, idempotency_key)
 
 
 @router.post("/audio/translations", openapi_extra=_FORM)
-async def translations(request: Request, tasks: TasksDep, settings: SettingsDep, storage: StorageDep) -> Response:
+async def translations(
+    request: Request,
+    tasks: TasksDep,
+    settings: SettingsDep,
+    storage: StorageDep,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
     """OpenAI-compatible translation into English. / 兼容 OpenAI 的翻译（译为英文）接口。"""
-    return await _handle(request, tasks, settings, storage, TaskType.TRANSLATE)
+    return await _handle(request, tasks, settings, storage, TaskType.TRANSLATE, idempotency_key)
 
 
 @router.get("/models")

@@ -9,18 +9,26 @@ from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
 from api import live
-from api.deps import SettingsDep, StorageDep, TaskId, TasksDep
+from api.deps import IdempotencyKey, SettingsDep, StorageDep, TaskId, TasksDep
+from api.limits import Slots
 from api.openapi import ERROR_RESPONSES, form_body
 from api.summary import SummaryCreate, SummaryPublic, summarise
 from api.upload import receive_form
 from shared.enums import ResponseFormat
 from shared.schemas import TaskCreate, TaskPage, TaskPublic, TaskQuery, TranscribeOptions
 
+# A slot outlives its stream's lifetime by this much before it lapses (its replica died holding it).
+SLOT_SLACK_S = 60.0
+
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"], responses=ERROR_RESPONSES)
 
 LastEventId = Annotated[
     str | None,
-    Header(description="Resume after this event id. / 从该事件之后继续。", examples=["1700000000000-0"]),
+    Header(
+        description="Resume after this event id. / 从该事件之后继续。",
+        examples=["1700000000000-0"],
+        pattern=r"^[0-9]{1,19}(-[0-9]{1,19})?$",
+    ),
 ]
 ResultFormat = Annotated[
     ResponseFormat,
@@ -35,14 +43,22 @@ ResultFormat = Annotated[
     openapi_extra=form_body(TaskCreate, TranscribeOptions, file_required=False),
 )
 async def create_task(
-    request: Request, response: Response, tasks: TasksDep, settings: SettingsDep, storage: StorageDep
+    request: Request,
+    response: Response,
+    tasks: TasksDep,
+    settings: SettingsDep,
+    storage: StorageDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> TaskPublic:
     """Upload media (or give a URL) and queue it for transcription or translation. / 上传媒体或链接并排队。"""
     await run_in_threadpool(tasks.check_capacity)
     with await receive_form(request, storage, settings.max_upload_bytes) as form:
-        task = await run_in_threadpool(tasks.submit, TaskCreate.from_form(form.fields), form.file)
-    response.headers["Location"] = str(request.url_for("get_task", task_id=task.id))
-    return await run_in_threadpool(tasks.describe, task.id)
+        create = TaskCreate.from_form(form.fields)
+        submission = await run_in_threadpool(tasks.submit, create, form.file, idempotency_key)
+    response.headers["Location"] = str(request.url_for("get_task", task_id=submission.task.id))
+    if submission.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return await run_in_threadpool(tasks.describe, submission.task.id)
 
 
 @router.get("", response_model=TaskPage)
@@ -69,10 +85,14 @@ def get_result(task_id: TaskId, tasks: TasksDep, format: ResultFormat = Response
     response_class=EventSourceResponse,
     responses={200: {"content": {"text/event-stream": {}}, "description": "Server-sent events."}},
 )
-async def task_events(task_id: TaskId, tasks: TasksDep, last_event_id: LastEventId = None) -> EventSourceResponse:
+async def task_events(
+    task_id: TaskId, tasks: TasksDep, settings: SettingsDep, last_event_id: LastEventId = None
+) -> EventSourceResponse:
     """Live status as server-sent events: status, progress with each segment, then final. / 实时状态事件流。"""
     await run_in_threadpool(tasks.get, task_id)
-    return live.response(tasks, task_id, last_event_id or "0")
+    slots = Slots(tasks.redis, "event streams", settings.max_streams_per_key, settings.stream_max_s + SLOT_SLACK_S)
+    slot = await run_in_threadpool(slots.take, tasks.caller.name)
+    return live.response(tasks, task_id, last_event_id or "0", slot, settings.stream_max_s)
 
 
 @router.post("/{task_id}/cancel", response_model=TaskPublic)
@@ -89,11 +109,11 @@ def delete_task(task_id: TaskId, tasks: TasksDep) -> Response:
 
 
 @router.post("/{task_id}/summary", response_model=SummaryPublic)
-def summarise_task(
+async def summarise_task(
     task_id: TaskId, tasks: TasksDep, settings: SettingsDep, request: SummaryCreate | None = None
 ) -> SummaryPublic:
     """Summarise the transcript with the configured language model. / 用配置的大语言模型总结转写内容。"""
-    return summarise(tasks, settings, task_id, request or SummaryCreate())
+    return await summarise(tasks, settings, task_id, request or SummaryCreate())
 
 
 @router.post("/{task_id}/callback/redeliver", response_model=TaskPublic)

@@ -98,10 +98,10 @@ def test_unknown_model_is_422_listing_served_models(
     assert uploads(settings) == []
 
 
-def test_no_worker_at_all_is_422_saying_so(api: httpx.Client) -> None:
-    response = submit(api, WAV)
+def test_a_model_outside_the_deployment_is_422_even_with_no_worker(api: httpx.Client) -> None:
+    response = submit(api, WAV, model="small")
     assert response.status_code == 422
-    assert "no worker is running" in response.json()["error"]["message"]
+    assert "no worker serves model 'small'" in response.json()["error"]["message"]
 
 
 @pytest.mark.parametrize(
