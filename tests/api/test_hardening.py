@@ -139,7 +139,7 @@ class SlowChat(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers["content-length"]))
         self.arrived.append(self.headers.get("authorization", ""))
-        self.release.wait(timeout=120)
+        self.release.wait(timeout=300)
         payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": "Short."}}]}).encode()
         self.send_response(200)
         self.send_header("content-type", "application/json")
@@ -151,10 +151,14 @@ class SlowChat(BaseHTTPRequestHandler):
         pass
 
 
+class ChatServer(ThreadingHTTPServer):
+    request_queue_size = 128  # all 48 summaries connect at once; a short backlog would drop their SYNs
+
+
 @pytest.fixture
 def slow_chat() -> Iterator[tuple[str, type[SlowChat]]]:
     handler = type("Chat", (SlowChat,), {"arrived": [], "release": threading.Event()})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = ChatServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}/v1", handler
     handler.release.set()
@@ -172,17 +176,17 @@ def test_slow_summaries_are_capped_per_key_and_never_stall_the_api(
     url, chat = slow_chat
     names = [f"k{index}" for index in range(12)]
     api_keys = [ApiKey(name=name, sha256=hashlib.sha256(name.encode()).hexdigest(), admin=True) for name in names]
-    api = api_factory(api_keys=api_keys, llm_base_url=url, llm_model="slow", max_summaries_per_key=4)
+    api = api_factory(api_keys=api_keys, llm_base_url=url, llm_model="slow", llm_timeout_s=300, max_summaries_per_key=4)
     task_id = submit(api, DIGIT, headers={"Authorization": "Bearer k0"}).json()["id"]
     assert start_worker().wait(timeout=120) == 0
 
     def summarise(name: str) -> int:
         path = f"/v1/tasks/{task_id}/summary"
-        return api.post(path, headers={"Authorization": f"Bearer {name}"}, timeout=120).status_code
+        return api.post(path, headers={"Authorization": f"Bearer {name}"}, timeout=300).status_code
 
     with ThreadPoolExecutor(max_workers=48) as pool:
         answers = [pool.submit(summarise, name) for name in names for _ in range(4)]  # 48: past the API's 40 threads
-        wait_for(lambda: len(chat.arrived) == 48, timeout_s=60)
+        wait_for(lambda: len(chat.arrived) == 48, timeout_s=150)
         assert api.get("/health", timeout=10).status_code == 200, "the API answers while summaries wait"
         over = api.post(f"/v1/tasks/{task_id}/summary", headers={"Authorization": "Bearer k0"})
         assert over.status_code == 429 and over.json()["error"]["code"] == "too_many_concurrent", over.text
