@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -19,10 +20,12 @@ import uvicorn
 from redis import Redis
 
 from api.main import create_app
-from shared import fleet
+from shared import fleet, queues
 from shared.clock import utcnow
-from shared.schemas import Segment, Word, WorkerInfo
+from shared.enums import Priority, TaskStatus, TaskType
+from shared.schemas import Segment, Source, Task, TranscribeOptions, Word, WorkerInfo
 from shared.settings import Settings
+from shared.stores import Stores
 from whisperq.redis_server import RedisServer, free_port
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -254,3 +257,27 @@ def submit(api: httpx.Client, path: Path, headers: dict[str, str] | None = None,
     with path.open("rb") as handle:
         data = {k: str(v) for k, v in fields.items()}
         return api.post("/v1/tasks", files={"file": (path.name, handle)}, data=data, headers=headers)
+
+
+def queued_task(redis: Redis, stores: Stores, model: str = "tiny.en", media: Path = JFK) -> Task:
+    """A queued task holding an upload of the media (the JFK clip), its job waiting on its queue."""
+    upload = stores.storage.receive(max_bytes=1 << 30)
+    upload.write(media.read_bytes())
+    upload.commit()
+    task = Task(
+        id=uuid.uuid4().hex,
+        status=TaskStatus.QUEUED,
+        task_type=TaskType.TRANSCRIBE,
+        priority=Priority.NORMAL,
+        model=model,
+        options=TranscribeOptions(),
+        source=Source(),
+        created_at=utcnow(),
+        upload_name=upload.name,
+    )
+    pipe = redis.pipeline()
+    pipe.multi()
+    stores.tasks.create(task, pipe)
+    queues.enqueue(redis, task, pipe, ttl_s=60)
+    pipe.execute()
+    return task

@@ -2,42 +2,21 @@
 
 from __future__ import annotations
 
-import uuid
-
 from redis import Redis
 from rq import Queue
 
 from shared import keys, queues
-from shared.clock import utcnow
-from shared.enums import Priority, TaskStatus, TaskType
+from shared.enums import Priority, TaskStatus
 from shared.lifecycle import Lifecycle
-from shared.schemas import Chunk, Source, Task, TranscribeOptions
+from shared.schemas import Chunk, Task
 from shared.settings import Settings
 from shared.stores import Stores
-from tests.conftest import JFK
+from tests.conftest import queued_task
 
 
 def held_task(redis: Redis, stores: Stores) -> Task:
     """A task split by its first run, holding an upload, its job, a chunk plan, a queued chunk job and chunk audio."""
-    upload = stores.storage.receive(max_bytes=1 << 24)
-    upload.write(JFK.read_bytes())
-    upload.commit()
-    task = Task(
-        id=uuid.uuid4().hex,
-        status=TaskStatus.QUEUED,
-        task_type=TaskType.TRANSCRIBE,
-        priority=Priority.NORMAL,
-        model="tiny.en",
-        options=TranscribeOptions(),
-        source=Source(),
-        created_at=utcnow(),
-        upload_name=upload.name,
-    )
-    pipe = redis.pipeline()
-    pipe.multi()
-    stores.tasks.create(task, pipe)
-    queues.enqueue(redis, task, pipe, ttl_s=60)
-    pipe.execute()
+    task = queued_task(redis, stores)
     run = stores.tasks.start(task, "splitter", TaskStatus.PROCESSING)
     assert stores.chunks.create(task.id, [Chunk(index=0, start=0.0, end=5.0)], "en", 1.0, run)
     queues.enqueue_chunks(redis, task, [0], ttl_s=60)

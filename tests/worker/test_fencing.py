@@ -9,7 +9,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -25,11 +24,11 @@ from shared.chunks import chunk_fence
 from shared.clock import utcnow
 from shared.enums import Priority, TaskStatus, TaskType
 from shared.lifecycle import Lifecycle
-from shared.schemas import Chunk, Source, Task, TranscribeOptions, Transcript, WorkerInfo
+from shared.schemas import Chunk, Transcript, WorkerInfo
 from shared.settings import Settings
 from shared.store import run_fence
 from shared.stores import Stores
-from tests.conftest import DATA, JFK, make_segment, submit, wait_for
+from tests.conftest import DATA, make_segment, queued_task, submit, wait_for
 from whisperq.redis_server import RedisServer
 from worker.recovery import Janitor
 
@@ -43,30 +42,6 @@ def quick(settings: Settings, redis: Redis) -> Settings:
     """Settings with the shortest worker TTL, once Redis has been up that long (a fresh Redis means a restart)."""
     wait_for(lambda: int(redis.info("server")["uptime_in_seconds"]) >= TTL_S, timeout_s=TTL_S + 2)
     return settings.model_copy(update={"worker_ttl_s": TTL_S})
-
-
-def queued_task(redis: Redis, stores: Stores, model: str = "tiny.en") -> Task:
-    """A queued task holding an upload of the JFK clip, its job waiting on its queue."""
-    upload = stores.storage.receive(max_bytes=1 << 24)
-    upload.write(JFK.read_bytes())
-    upload.commit()
-    task = Task(
-        id=uuid.uuid4().hex,
-        status=TaskStatus.QUEUED,
-        task_type=TaskType.TRANSCRIBE,
-        priority=Priority.NORMAL,
-        model=model,
-        options=TranscribeOptions(),
-        source=Source(),
-        created_at=utcnow(),
-        upload_name=upload.name,
-    )
-    pipe = redis.pipeline()
-    pipe.multi()
-    stores.tasks.create(task, pipe)
-    queues.enqueue(redis, task, pipe, ttl_s=60)
-    pipe.execute()
-    return task
 
 
 def normal_queue(redis: Redis) -> Queue:

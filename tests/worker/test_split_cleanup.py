@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,15 +10,11 @@ from typing import Any
 import httpx
 import pytest
 
-from shared import queues
-from shared.clock import utcnow
 from shared.connection import connect
-from shared.enums import Priority, TaskStatus, TaskType
 from shared.lifecycle import Lifecycle
-from shared.schemas import Source, Task, TranscribeOptions
 from shared.settings import Settings
 from shared.stores import Stores
-from tests.conftest import DATA, submit
+from tests.conftest import DATA, queued_task, submit
 from whisperq.redis_server import RedisServer
 from worker import context, engine, jobs
 
@@ -48,25 +43,7 @@ def test_a_split_that_fails_while_redis_is_away_leaves_no_chunk_audio(
     redis = connect(own_redis.url, patient=False)  # fails at once while Redis is away, instead of for a minute
     request.addfinalizer(redis.close)
     stores = Stores.open(redis, settings)
-    upload = stores.storage.receive(max_bytes=1 << 30)
-    upload.write(LJSPEECH.read_bytes())
-    upload.commit()
-    task = Task(
-        id=uuid.uuid4().hex,
-        status=TaskStatus.QUEUED,
-        task_type=TaskType.TRANSCRIBE,
-        priority=Priority.NORMAL,
-        model="tiny.en",
-        options=TranscribeOptions(),
-        source=Source(),
-        created_at=utcnow(),
-        upload_name=upload.name,
-    )
-    pipe = redis.pipeline()
-    pipe.multi()
-    stores.tasks.create(task, pipe)
-    queues.enqueue(redis, task, pipe, ttl_s=60)
-    pipe.execute()
+    task = queued_task(redis, stores, media=LJSPEECH)
     tiny = engine.load_engine(settings.model_copy(update={"model": "tiny.en"}))
     ctx = context.WorkerContext("splitter", redis, settings, tiny, stores, Lifecycle(redis, stores, False))
     monkeypatch.setattr(context, "_current", ctx)
@@ -80,7 +57,7 @@ def test_a_split_that_fails_while_redis_is_away_leaves_no_chunk_audio(
     with pytest.raises(Exception):  # noqa: B017 -- the failure, or the Redis error recording it
         jobs.transcribe(task.id)
     assert chunk_audio(settings) == []
-    assert [path.name for path in settings.uploads.iterdir() if path.is_file()] == [upload.name], "the media stays"
+    assert [path.name for path in settings.uploads.iterdir() if path.is_file()] == [task.upload_name], "the media stays"
 
 
 @pytest.mark.slow
