@@ -104,7 +104,7 @@ class TaskService:
         """Record the task and enqueue its job at once; with an idempotency key, a retry gets the first task back."""
         if idempotency_key is None:
             return Submission(self._create(request, file), replayed=False)
-        media = file.upload.sha256 if file is not None else None
+        media = file.upload.sha256() if file is not None else None
         digest = fingerprint(request.model_dump(mode="json"), media)
         with self.redis.pipeline() as pipe:
             while True:

@@ -28,7 +28,6 @@ class PendingUpload:
         self.size = 0
         self.format: str | None = None
         self._head = b""
-        self._digest = hashlib.sha256()
         self._partial = root / f"{self.name}{_PARTIAL}"
         self._final = root / self.name
         self._file = self._partial.open("xb")
@@ -42,13 +41,12 @@ class PendingUpload:
             self._head += chunk[: SNIFF_BYTES - len(self._head)]
             if len(self._head) >= SNIFF_BYTES:
                 self._check_media()
-        self._digest.update(chunk)
         self._file.write(chunk)
 
-    @property
     def sha256(self) -> str:
-        """The digest of what was written so far."""
-        return self._digest.hexdigest()
+        """The digest of the committed file, read back only when asked (an idempotent submit), off every other path."""
+        with self._final.open("rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
 
     def commit(self) -> None:
         """Close the file and give it its final name."""
