@@ -17,7 +17,7 @@ from redis import Redis
 from redis.client import Pipeline
 
 from shared import keys, metrics
-from shared.clock import to_ms, utcnow
+from shared.clock import utcnow
 from shared.enums import CallbackStatus
 from shared.schemas import Delivery
 from shared.settings import Settings
@@ -138,15 +138,6 @@ class CallbackQueue:
         self._claim = redis.register_script(_CLAIM)
         self._record = redis.register_script(_RECORD)
         self._lapse = redis.register_script(_LAPSE)
-
-    def schedule(self, task_id: str) -> None:
-        """Put a finished task's callback on the queue again, with a fresh series of attempts."""
-        pipe = self.redis.pipeline()
-        pipe.hset(
-            keys.task_key(task_id), mapping={"callback_status": CallbackStatus.PENDING.value, "callback_attempts": 0}
-        )
-        pipe.zadd(keys.callbacks_due_key(), {task_id: to_ms(utcnow())})
-        pipe.execute()
 
     def sign_with(self, task_id: str, secret: str, pipe: Pipeline) -> None:
         """Record, inside the submission's transaction, the secret that signs this task's callbacks."""
