@@ -162,25 +162,42 @@ def run_worker(settings: Settings) -> Callable[[str], subprocess.CompletedProces
     return run
 
 
-@pytest.fixture
-def start_worker(settings: Settings) -> Iterator[Callable[..., subprocess.Popen[str]]]:
-    """Start real worker processes beside the test (burst mode by default); killed at the end if still running."""
-    started: list[subprocess.Popen[str]] = []
+class Spawned(subprocess.Popen[str]):
+    """A child process whose stderr is read as it prints, so that a chatty one never blocks on a full pipe."""
 
-    def start(model: str = "tiny.en", burst: bool = True, **overrides: Any) -> subprocess.Popen[str]:
+    def __init__(self, command: list[str], env: dict[str, str]) -> None:
+        super().__init__(command, env=env, cwd=PROJECT, text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        assert self.stderr is not None
+        self.log = Output(self.stderr)
+
+    def finish(self, timeout_s: float = 120) -> str:
+        """Wait for the process to end; everything it printed on stderr."""
+        self.wait(timeout=timeout_s)
+        return self.log.wait_ended(timeout_s)
+
+    def stop(self) -> None:
+        """Kill it if it still runs, and give its reader a moment to reach the end of what it printed."""
+        self.kill()
+        self.wait()
+        self.log.ended_within(10)  # a child of its own may still hold the pipe open; its reader closes it then
+
+
+StartWorker = Callable[..., Spawned]
+
+
+@pytest.fixture
+def start_worker(settings: Settings) -> Iterator[StartWorker]:
+    """Start real worker processes beside the test (burst mode by default); killed at the end if still running."""
+    started: list[Spawned] = []
+
+    def start(model: str = "tiny.en", burst: bool = True, **overrides: Any) -> Spawned:
         command = [sys.executable, "-m", "worker", "--model", model, *(["--burst"] if burst else [])]
-        env = worker_env(settings.model_copy(update=overrides))
-        started.append(
-            subprocess.Popen(
-                command, env=env, cwd=PROJECT, text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-            )
-        )
+        started.append(Spawned(command, worker_env(settings.model_copy(update=overrides))))
         return started[-1]
 
     yield start
     for process in started:
-        process.kill()
-        process.communicate()
+        process.stop()
 
 
 def wait_for(check: Callable[[], Any], timeout_s: float = 60, every_s: float = 0.05) -> Any:
@@ -203,10 +220,11 @@ class Output:
 
     def _read(self, stream: IO[str]) -> None:
         try:
-            for line in stream:
-                with self._changed:
-                    self.lines.append(line)
-                    self._changed.notify_all()
+            with stream:
+                for line in stream:
+                    with self._changed:
+                        self.lines.append(line)
+                        self._changed.notify_all()
         except (OSError, ValueError):  # the stream was closed under the reader
             pass
         with self._changed:
@@ -220,6 +238,11 @@ class Output:
             match = self._search(pattern)
             assert match, f"{pattern!r} not printed ({'it ended' if printed else 'timed out'}); got:\n{self.text}"
             return match
+
+    def ended_within(self, timeout_s: float) -> bool:
+        """Whether the stream ends within the time given."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self.ended, timeout_s)
 
     def wait_ended(self, timeout_s: float = 120) -> str:
         """Everything printed, once the stream has ended."""

@@ -21,7 +21,7 @@ from redis import Redis
 
 from shared import fleet, keys
 from shared.settings import Settings
-from tests.conftest import DATA, PROJECT, Output, wait_for
+from tests.conftest import DATA, PROJECT, Spawned, wait_for
 from whisperq.redis_server import RedisServer, find_redis_server, free_port
 
 COMPOSE = yaml.safe_load((PROJECT / "docker-compose.yml").read_text())
@@ -97,25 +97,21 @@ def stack_env(tmp_path: Path, model_cache: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[str]]]:
-    started: list[subprocess.Popen[str]] = []
+def processes() -> Iterator[list[Spawned]]:
+    started: list[Spawned] = []
     yield started
     for process in started:
-        if process.poll() is None:
-            process.send_signal(signal.SIGKILL)
-        process.communicate()
+        process.stop()
 
 
-def spawn(processes: list[subprocess.Popen[str]], command: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
-    processes.append(
-        subprocess.Popen(command, env=env, cwd=PROJECT, text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    )
+def spawn(processes: list[Spawned], command: list[str], env: dict[str, str]) -> Spawned:
+    processes.append(Spawned(command, env))
     return processes[-1]
 
 
 @pytest.mark.slow
 def test_compose_commands_run_two_jobs_at_once_on_two_workers(
-    stack_env: dict[str, str], processes: list[subprocess.Popen[str]], tmp_path: Path
+    stack_env: dict[str, str], processes: list[Spawned], tmp_path: Path
 ) -> None:
     redis_port, api_port = free_port(), free_port()
     redis_args = COMPOSE["services"]["redis"]["command"][1:]
@@ -171,15 +167,14 @@ def gpus_in_use(redis: Redis) -> dict[str, Any]:
 
 @pytest.mark.slow
 def test_each_worker_claims_its_own_gpu_and_extra_ones_wait(
-    lease_env: dict[str, str], processes: list[subprocess.Popen[str]], redis: Redis
+    lease_env: dict[str, str], processes: list[Spawned], redis: Redis
 ) -> None:
     command = [sys.executable, "-m", "worker"]
     first, second = spawn(processes, command, lease_env), spawn(processes, command, lease_env)
     claimed = wait_for(lambda: (g := gpus_in_use(redis)) and len(g) == 2 and g, timeout_s=60)
     assert set(claimed) == {"0", "1"}
     third = spawn(processes, command, lease_env)
-    assert third.stderr is not None
-    Output(third.stderr).wait_for("all 2 GPUs of pool testhost are taken; waiting")
+    third.log.wait_for("all 2 GPUs of pool testhost are taken; waiting")
     assert len(fleet.live_workers(redis)) == 2, "the third worker waits for a GPU instead of sharing one"
 
     victim = claimed["0"]
@@ -196,7 +191,7 @@ def test_each_worker_claims_its_own_gpu_and_extra_ones_wait(
 
 @pytest.mark.slow
 def test_an_explicit_cuda_visible_devices_wins(
-    lease_env: dict[str, str], processes: list[subprocess.Popen[str]], redis: Redis
+    lease_env: dict[str, str], processes: list[Spawned], redis: Redis
 ) -> None:
     spawn(processes, [sys.executable, "-m", "worker"], dict(lease_env, CUDA_VISIBLE_DEVICES="7"))
     assert wait_for(lambda: list(gpus_in_use(redis)), timeout_s=60) == ["7"]

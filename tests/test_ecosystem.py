@@ -17,7 +17,7 @@ import pytest
 from openai import OpenAI
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import DATA, JFK, submit, wait_for
+from tests.conftest import DATA, JFK, StartWorker, submit, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -168,11 +168,11 @@ def test_metrics_parse_and_count_the_fleet(live: httpx.Client) -> None:
 
 
 def test_json_logs_carry_the_task_id(
-    api: httpx.Client, served: Callable[[str], None], start_worker: Callable[..., subprocess.Popen[str]]
+    api: httpx.Client, served: Callable[[str], None], start_worker: StartWorker
 ) -> None:
     served("tiny.en")
     task_id = submit(api, JFK).json()["id"]
-    _, errors = start_worker(log_format="json").communicate(timeout=120)
+    errors = start_worker(log_format="json").finish()
     lines = [json.loads(line) for line in errors.splitlines() if line.startswith("{")]
     assert lines and all({"time", "level", "logger", "task_id", "message"} <= set(line) for line in lines)
     mine = [line for line in lines if line["task_id"] == task_id]

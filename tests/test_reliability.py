@@ -6,7 +6,6 @@ import shutil
 import signal
 import socket
 import struct
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,11 +21,10 @@ from shared import fleet, keys
 from shared.clock import utcnow
 from shared.schemas import WorkerInfo
 from shared.settings import Settings
-from tests.conftest import DATA, JFK, ApiServer, Output, submit, wait_for
+from tests.conftest import DATA, JFK, ApiServer, StartWorker, submit, wait_for
 from tests.worker.test_sources import Trickle, serve
 from whisperq.redis_server import RedisServer
 
-StartWorker = Callable[..., subprocess.Popen[str]]
 LONG = DATA / "long" / "ljspeech_LJ001_0001-0032_continuous.flac"
 DIGIT = DATA / "audio" / "fsdd" / "5_yweweler_0.wav"
 
@@ -136,11 +134,9 @@ def test_second_sigterm_hands_the_job_back_at_once(
 ) -> None:
     task_id = submit(api, LONG).json()["id"]
     worker = start_worker(burst=False)
-    assert worker.stderr is not None
-    log = Output(worker.stderr)
     running_on(api, task_id)
     worker.send_signal(signal.SIGTERM)
-    log.wait_for("warm shut down requested")  # two signals sent at once could arrive as one
+    worker.log.wait_for("warm shut down requested")  # two signals sent at once could arrive as one
     worker.send_signal(signal.SIGTERM)
     worker.wait(timeout=120)
     handed_back = task(api, task_id)  # not completed: the job was not finished first

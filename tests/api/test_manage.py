@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Callable
 from typing import Any
@@ -15,7 +14,7 @@ from rq import Queue
 from shared import keys
 from shared.enums import Priority
 from shared.settings import Settings
-from tests.conftest import DATA, JFK, submit, wait_for
+from tests.conftest import DATA, JFK, StartWorker, submit, wait_for
 
 WAV = DATA / "audio" / "fsdd" / "3_theo_0.wav"
 LONG = DATA / "long" / "ljspeech_LJ001_0001-0032_continuous.flac"
@@ -171,7 +170,7 @@ def test_a_running_task_is_stopped_and_the_worker_goes_on(
     api: httpx.Client,
     models: None,
     settings: Settings,
-    start_worker: Callable[..., subprocess.Popen[str]],
+    start_worker: StartWorker,
     how: str,
 ) -> None:
     long_task = submit(api, LONG, priority="high").json()["id"]
@@ -183,7 +182,7 @@ def test_a_running_task_is_stopped_and_the_worker_goes_on(
         assert api.post(f"/v1/tasks/{long_task}/cancel").json()["status"] == "cancelled"
     else:
         assert api.delete(f"/v1/tasks/{long_task}").status_code == 204
-    _, errors = worker.communicate(timeout=120)
+    errors = worker.finish()
     assert worker.returncode == 0, errors
 
     after = api.get(f"/v1/tasks/{long_task}")

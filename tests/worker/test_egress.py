@@ -152,7 +152,7 @@ def internal(public: Site) -> Iterator[Site]:
     """An internal host whose page holds media from the public one: fetched, it would complete with its title."""
     site = Site(INTERNAL)
     site.routes["/secret.html"] = html(
-        f'<html><head><title>{SECRET_TITLE}</title></head>'
+        f"<html><head><title>{SECRET_TITLE}</title></head>"
         f'<body><video src="{public.url}/jfk.flac"></video></body></html>'
     )
     site.routes["/seg0.ts"] = send(200, "video/mp2t", b"\x47" * 188 * 4)

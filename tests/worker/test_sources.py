@@ -21,7 +21,7 @@ from redis import Redis
 from shared.errors import MediaTooLong, NoMediaFound
 from shared.settings import Settings
 from shared.store import TaskStore
-from tests.conftest import DATA, JFK, submit
+from tests.conftest import DATA, JFK, StartWorker, submit
 from worker.download import _check
 
 pytestmark = pytest.mark.slow
@@ -262,7 +262,7 @@ def test_cancel_while_downloading_stops_the_download(
     web: str,
     trickle: Trickle,
     settings: Settings,
-    start_worker: Callable[..., subprocess.Popen[str]],
+    start_worker: StartWorker,
     path: str,
 ) -> None:
     served("tiny.en")
@@ -273,7 +273,7 @@ def test_cancel_while_downloading_stops_the_download(
         assert trickle.begun.wait(120), "the download began"
         assert task(api, task_id)["status"] == "downloading"
         assert api.post(f"/v1/tasks/{task_id}/cancel").json()["status"] == "cancelled"
-        _, errors = worker.communicate(timeout=120)  # the download never ends unless abandoned
+        errors = worker.finish()  # the download never ends unless abandoned
     finally:
         worker.kill()
     assert worker.returncode == 0, errors
