@@ -172,7 +172,10 @@ class Spawned(subprocess.Popen[str]):
 
     def finish(self, timeout_s: float = 120) -> str:
         """Wait for the process to end; everything it printed on stderr."""
-        self.wait(timeout=timeout_s)
+        try:
+            self.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"still running after {timeout_s} s; it printed:\n{self.log.text[-6000:]}") from None
         return self.log.wait_ended(timeout_s)
 
     def stop(self) -> None:

