@@ -89,7 +89,8 @@ class Fleet:
         )
 
     def up(self) -> None:
-        self.compose("up", "--detach", "--no-build", "--scale", f"worker={WORKERS}")
+        # --no-recreate: through podman's socket Compose would otherwise take running containers for changed ones
+        self.compose("up", "--detach", "--no-build", "--no-recreate", "--scale", f"worker={WORKERS}")
 
     def wait_healthy(self, timeout_s: float = 600) -> None:
         services = ["redis", "api", "worker"]
@@ -204,6 +205,8 @@ def kill_a_busy_worker(fleet: Fleet, long_clip: Clip) -> dict[str, float]:
         f"(attempt {task['attempts']}), WER {wer:.1%}",
         flush=True,
     )
+    fleet.up()  # a container killed by hand stays down (the restart policy leaves it): scale back as an operator would
+    fleet.wait_healthy()
     return {"kill_to_completed_s": seconds, "long_wer": wer}
 
 
@@ -261,7 +264,7 @@ def run(folder: Path, data: Path, mirror: str, reuse: bool) -> None:
             print(compose("logs", "--no-color", "--tail", "60")[-20000:], file=sys.stderr)
             raise
         finally:
-            compose("down", "--volumes", "--remove-orphans", timeout_s=1800)
+            compose("down", "--volumes", "--remove-orphans", "--timeout", "20")  # not the workers' 30-minute grace
     sizes = ", ".join(f"{image.name} {image.size_mb:.0f} MB" for image in built)
     print(
         f"deployment check passed: {sizes}; build {sum(i.seconds for i in built):.0f} s in all; "

@@ -33,7 +33,9 @@ def test_compose_file_follows_the_compose_specification() -> None:
     jsonschema.Draft7Validator(schema).validate(COMPOSE)  # the draft the Compose schema is written in
     services = COMPOSE["services"]
     assert {"redis", "api", "worker"} <= set(services)
-    assert "--appendonly" in services["redis"]["command"] and "noeviction" in services["redis"]["command"]
+    redis = services["redis"]["command"]
+    assert "--appendonly" in redis and "noeviction" in redis
+    assert f"redis-data:{redis[redis.index('--dir') + 1]}" in services["redis"]["volumes"], "its data in the volume"
     assert services["api"]["depends_on"]["redis"]["condition"] == "service_healthy"
     assert services["worker"]["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
     assert services["worker"]["stop_grace_period"] == "30m"
