@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
-from api.routes import audio, health, metrics, openai, tasks
+from api.routes import audio, docs, health, metrics, openai, tasks
 from shared.connection import connect
 from shared.lifecycle import Lifecycle
 from shared.settings import Settings, get_settings
@@ -33,6 +33,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Speech-to-text jobs on Whisper. / 基于 Whisper 的语音转写任务服务。",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # served by api.routes.docs, with their assets, so that they open without internet
+        redoc_url=None,
     )
     app.state.settings = settings
     install_error_handlers(app)
@@ -41,4 +43,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(audio.router)
     app.include_router(openai.router)
     app.include_router(metrics.router)
+    docs.install(app)
     return app

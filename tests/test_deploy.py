@@ -131,9 +131,8 @@ def test_compose_commands_run_two_jobs_at_once_on_two_workers(
     stack_env: dict[str, str], processes: list[Spawned], tmp_path: Path
 ) -> None:
     redis_port, api_port = free_port(), free_port()
-    redis_args = COMPOSE["services"]["redis"]["command"][1:]
-    local = ["--bind", "127.0.0.1", "--port", str(redis_port), "--dir", str(tmp_path)]
-    spawn(processes, [find_redis_server(), *redis_args, *local], stack_env)
+    redis_args = [str(tmp_path) if arg == "/data" else arg for arg in COMPOSE["services"]["redis"]["command"][1:]]
+    spawn(processes, [find_redis_server(), *redis_args, "--bind", "127.0.0.1", "--port", str(redis_port)], stack_env)
     env = dict(stack_env, **{k: str(v) for k, v in COMPOSE["services"]["worker"]["environment"].items()})
     env.update(
         WHISPERQ_REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
