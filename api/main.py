@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
-from api.routes import audio, docs, health, metrics, openai, tasks
+from api.routes import audio, docs, health, metrics, openai, sockets, tasks
 from shared.connection import connect
 from shared.lifecycle import Lifecycle
 from shared.settings import Settings, get_settings
@@ -40,6 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(tasks.router)
+    app.include_router(sockets.router)
     app.include_router(audio.router)
     app.include_router(openai.router)
     app.include_router(metrics.router)
