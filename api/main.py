@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
-from api.routes import audio, docs, health, metrics, openai, sockets, tasks
+from api.routes import audio, docs, health, metrics, openai, sockets, tasks, ui
 from shared.connection import connect
 from shared.lifecycle import Lifecycle
 from shared.settings import Settings, get_settings
@@ -45,4 +45,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(openai.router)
     app.include_router(metrics.router)
     docs.install(app)
+    ui.install(app)
     return app
