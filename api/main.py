@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import redis.asyncio as aioredis
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
-from api.routes import audio, docs, health, metrics, openai, sockets, tasks, ui
+from api.routes import audio, docs, health, metrics, openai, realtime, sockets, tasks, ui
 from shared.connection import connect
 from shared.lifecycle import Lifecycle
 from shared.settings import Settings, get_settings
@@ -25,7 +26,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.redis = redis
         app.state.stores = Stores.open(redis, settings)
         app.state.lifecycle = Lifecycle(redis, app.state.stores, settings.keep_uploads)
+        # Live sessions wait on their streams without holding a thread each.
+        app.state.live_redis = aioredis.Redis.from_url(settings.redis_dsn, socket_connect_timeout=2)
         yield
+        await app.state.live_redis.aclose()
         redis.close()
 
     app = FastAPI(
@@ -41,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(tasks.router)
     app.include_router(sockets.router)
+    app.include_router(realtime.router)
     app.include_router(audio.router)
     app.include_router(openai.router)
     app.include_router(metrics.router)

@@ -144,3 +144,28 @@ def slots_key(kind: str, owner: str) -> str:
 def idempotency_key(owner: str, key: str) -> str:
     """The task an owner's Idempotency-Key created, with the fingerprint of the request."""
     return f"{PREFIX}:idempotency:{owner}:{key}"
+
+
+def live_waiting_key(model: str) -> str:
+    """Live sessions of one model waiting for a worker to take them (a list of session ids)."""
+    return f"{PREFIX}:live:waiting:{model}"
+
+
+def live_in_key(session_id: str) -> str:
+    """A live session's commands from the API to its worker: settings, audio, commit, clear, end (a stream)."""
+    return f"{PREFIX}:live:{session_id}:in"
+
+
+def live_out_key(session_id: str) -> str:
+    """A live session's events from its worker to the API: speech started and stopped, text (a stream)."""
+    return f"{PREFIX}:live:{session_id}:out"
+
+
+def live_presence_key(session_id: str) -> str:
+    """Refreshed by the API while the client is connected; a worker drops a session whose presence has lapsed."""
+    return f"{PREFIX}:live:{session_id}:presence"
+
+
+def live_open_key() -> str:
+    """Open live sessions, scored by when their presence lapses (ms): the open-sessions gauge."""
+    return f"{PREFIX}:live:open"

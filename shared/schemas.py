@@ -594,3 +594,5 @@ class WorkerInfo(BaseModel):
     host: str
     pid: int
     started_at: datetime
+    role: Literal["batch", "live", "both"] = Field(default="batch", description="Queued tasks, live sessions, or both.")
+    live_slots: int = Field(default=0, description="Live sessions it serves at once (0 for a batch worker).")

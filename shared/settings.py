@@ -180,6 +180,33 @@ class Settings(BaseSettings):
     task_ttl_s: int = Field(default=7 * 24 * 3600, gt=0, description="How long tasks and results are kept.")
     worker_ttl_s: int = Field(default=30, ge=5, description="A worker not heard from for this long is gone.")
 
+    role: Literal["batch", "live", "both"] = Field(
+        default="batch",
+        description="What a worker serves: queued tasks (batch), live sessions (live), or both from one model.",
+    )
+    live_slots: int = Field(default=4, ge=1, le=64, description="Live sessions one live worker serves at once.")
+    live_model: str | None = Field(
+        default=None, description="Model of live sessions that name none (or an OpenAI name). Default: DEFAULT_MODEL."
+    )
+    max_live_sessions_per_key: int = Field(
+        default=4, ge=1, description="Live sessions one key (or all anonymous callers) may hold open at once."
+    )
+    live_idle_timeout_s: float = Field(
+        default=60.0, gt=0, description="A live session that receives nothing for this long is closed."
+    )
+    live_max_session_s: float = Field(default=3600.0, gt=0, description="Longest a live session may stay open.")
+    live_max_ahead_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="How far a live client's audio may run ahead of real time before the session is closed.",
+    )
+    live_max_frame_bytes: int = Field(
+        default=4 * 1024**2, gt=0, description="Largest message a live client may send (base64 audio included)."
+    )
+    live_start_timeout_s: float = Field(
+        default=10.0, gt=0, description="How long a live session waits for a worker to take it."
+    )
+
     api_host: str = Field(default="127.0.0.1", description="Address the API listens on.")
     api_port: int = Field(default=8000, ge=1, le=65535, description="Port the API listens on.")
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Log level.")
@@ -249,6 +276,8 @@ class Settings(BaseSettings):
             self.model_cache_dir = self.data_dir / "models"
         if self.model is None:
             self.model = self.default_model
+        if self.live_model is None:
+            self.live_model = self.default_model
         return self
 
     @property

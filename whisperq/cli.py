@@ -35,7 +35,7 @@ def _watch_lifeline(args: argparse.Namespace) -> None:
 def cmd_worker(args: argparse.Namespace) -> int:
     """Run one worker in this process."""
     _watch_lifeline(args)
-    settings = Settings(**_overrides(args, "model"))
+    settings = Settings(**_overrides(args, "model", "role"))
     _configure_logging(settings)
     from worker.main import run
 
@@ -163,10 +163,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     if "model" in overrides:
         overrides["default_model"] = overrides["model"]
     settings = Settings(**overrides)
-    if args.workers < 1:
-        print("--workers must be at least 1", file=sys.stderr)
+    if args.workers < 1 or args.live_workers < 0:
+        print("--workers must be at least 1, --live-workers at least 0", file=sys.stderr)
         return 2
-    stack = Stack(settings, args.workers)
+    stack = Stack(settings, args.workers, live_workers=args.live_workers)
     base_url = f"http://{settings.api_host}:{settings.api_port}"
     # Set, not inherited: a shell starts a background job with SIGINT ignored, and Python keeps it so.
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -208,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--host", dest="api_host", help="address the API listens on")
     up.add_argument("--port", dest="api_port", type=int, help="port the API listens on")
     up.add_argument("--workers", type=int, default=1, help="number of worker processes (default 1)")
+    up.add_argument(
+        "--live-workers", type=int, default=1, help="workers that serve live sessions only (default 1; 0: none)"
+    )
     up.add_argument("--model", help="model the workers serve and tasks use by default")
     up.set_defaults(handler=cmd_up)
 
@@ -267,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker = commands.add_parser("worker", help="run one worker")
     worker.add_argument("--model", help="model to serve")
     worker.add_argument("--burst", action="store_true", help="exit once the queues are empty")
+    worker.add_argument(
+        "--role", choices=["batch", "live", "both"], help="serve queued tasks, live sessions, or both (default batch)"
+    )
     worker.add_argument("--lifeline", type=int, help=argparse.SUPPRESS)
     worker.set_defaults(handler=cmd_worker)
     return parser

@@ -89,11 +89,12 @@ class Child:
 
 
 class Stack:
-    """Redis (embedded unless WHISPERQ_REDIS_URL is set), the API and N workers, as child processes."""
+    """Redis (embedded unless WHISPERQ_REDIS_URL is set), the API, N workers and M live workers, as child processes."""
 
-    def __init__(self, settings: Settings, workers: int, log: IO[bytes] | None = None) -> None:
+    def __init__(self, settings: Settings, workers: int, log: IO[bytes] | None = None, live_workers: int = 0) -> None:
         self.settings = settings
         self.workers = workers
+        self.live_workers = live_workers
         self.log = log
         self.redis: RedisServer | None = None
         # Started group by group in this order (Redis, the API, the workers), stopped in the reverse one.
@@ -119,8 +120,11 @@ class Stack:
             self.groups.append([Child("redis-server", self.redis.start)])
             env["WHISPERQ_REDIS_URL"] = self.redis.url
         self.groups.append([Child("api", partial(self._spawn, "api", env))])
-        worker = partial(self._spawn, "worker", env)
-        self.groups.append([Child(f"worker {number}", worker) for number in range(1, self.workers + 1)])
+        worker = partial(self._spawn, "worker", dict(env, WHISPERQ_ROLE="batch"))
+        live = partial(self._spawn, "worker", dict(env, WHISPERQ_ROLE="live"))
+        workers = [Child(f"worker {number}", worker) for number in range(1, self.workers + 1)]
+        workers += [Child(f"live worker {number}", live) for number in range(1, self.live_workers + 1)]
+        self.groups.append(workers)
 
     def _spawn(self, piece: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
         command = [sys.executable, "-m", "whisperq", piece, "--lifeline", str(self._lifeline.fd)]

@@ -63,7 +63,11 @@ def load_engine(settings: Settings) -> Engine:
     device = pick_device(settings.device)
     compute_type = pick_compute_type(settings.compute_type, device)
     log.info("loading model %s from %s on %s (%s)", settings.served_model, path, device, compute_type)
-    model = WhisperModel(str(path), device=device, compute_type=compute_type, cpu_threads=settings.cpu_threads)
+    # A worker that serves live sessions beside queued tasks decodes from two threads at once.
+    replicas = 2 if settings.role == "both" else 1
+    model = WhisperModel(
+        str(path), device=device, compute_type=compute_type, cpu_threads=settings.cpu_threads, num_workers=replicas
+    )
     batched = None
     if settings.batch_size > 1:
         from faster_whisper import BatchedInferencePipeline

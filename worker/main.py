@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import threading
 import uuid
@@ -27,6 +28,7 @@ from worker.callbacks import Deliverer
 from worker.control import ColdStop
 from worker.engine import Engine, load_engine
 from worker.gpu import GpuLease
+from worker.live import LiveServer
 from worker.recovery import Janitor
 
 log = logging.getLogger(__name__)
@@ -113,9 +115,11 @@ class Worker(SimpleWorker):
         raise ColdStop()
 
 
-def worker_info(worker_id: str, engine: Engine, gpu: str | None) -> WorkerInfo:
+def worker_info(worker_id: str, engine: Engine, gpu: str | None, settings: Settings) -> WorkerInfo:
     """What this worker tells the fleet about itself."""
     return WorkerInfo(
+        role=settings.role,
+        live_slots=settings.live_slots if settings.role != "batch" else 0,
         id=worker_id,
         model=engine.name,
         device=engine.device,
@@ -149,7 +153,7 @@ def serve(
     context.install(context.WorkerContext(worker_id, redis, settings, engine, stores, lifecycle))
     janitor = Janitor(redis, lifecycle, settings)
     # The announcement gives up at once while Redis is away, so the worker announces itself as soon as it is back.
-    info = worker_info(worker_id, engine, gpu)
+    info = worker_info(worker_id, engine, gpu, settings)
     presence = fleet.Presence(connect(settings.redis_dsn, patient=False), info, settings.worker_ttl_s)
     chores: list[Callable[[], object]] = [presence.announce, lease.refresh, janitor.sweep]
     if settings.heartbeat_file is not None:
@@ -158,6 +162,34 @@ def serve(
     upkeep.start()
     deliverer = Deliverer(stores, settings)
     deliverer.start()
+    live_stop = threading.Event()
+    live = LiveServer(connect(settings.redis_dsn, patient=True), engine, worker_id, settings.live_slots, live_stop)
+    try:
+        if settings.role == "live":
+            serve_live(live, live_stop)
+        else:
+            live_thread = live.start_thread() if settings.role == "both" else None
+            serve_batch(settings, redis, worker_id, engine, gpu, presence, janitor, burst)
+            live_stop.set()
+            if live_thread is not None:
+                live_thread.join(timeout=10)
+    finally:
+        deliverer.stop()
+        upkeep.stop()
+        fleet.withdraw(redis, worker_id)
+
+
+def serve_batch(
+    settings: Settings,
+    redis: Redis,
+    worker_id: str,
+    engine: Engine,
+    gpu: str | None,
+    presence: fleet.Presence,
+    janitor: Janitor,
+    burst: bool,
+) -> None:
+    """RQ's loop over the model's queues, highest priority first; a job cut off by a cold stop is handed back."""
     queue_names = keys.queue_names(engine.name)
     log.info("worker %s serves %s on %s (GPU %s); queues %s", worker_id, engine.name, engine.device, gpu, queue_names)
     rq_worker = Worker(queue_names, connection=redis, name=worker_id)
@@ -165,8 +197,17 @@ def serve(
     try:
         rq_worker.work(burst=burst, with_scheduler=False, logging_level=settings.log_level.upper())
     finally:
-        deliverer.stop()
-        upkeep.stop()
-        fleet.withdraw(redis, worker_id)
         if rq_worker.interrupted:
             janitor.hand_back(rq_worker.interrupted, worker_id)
+
+
+def serve_live(live: LiveServer, stop: threading.Event) -> None:
+    """Serve live sessions in this thread until SIGTERM or Ctrl-C."""
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        log.info("live worker stopping (signal %d)", signum)
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, request_stop)
+    live.run()

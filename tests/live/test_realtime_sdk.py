@@ -1,0 +1,69 @@
+"""The official openai SDK's realtime client, unmodified, against whisperq on loopback: real speech in at real-time
+pace, deltas while it is spoken, finals that match the words."""
+
+from __future__ import annotations
+
+import base64
+import time
+from typing import Any
+
+import httpx
+import jiwer
+from openai import OpenAI
+from redis import Redis
+from whisper_normalizer.english import EnglishTextNormalizer
+
+from tests.conftest import wait_for
+from tests.live.conftest import JFK, paced, pcm16, silence
+
+REFERENCE = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
+
+
+def test_sdk_streams_jfk_and_gets_deltas_then_a_final(api_factory: Any, live_worker: Any, redis: Redis) -> None:
+    api: httpx.Client = api_factory(live_model="tiny.en")
+    live_worker()
+    client = OpenAI(base_url=f"{api.base_url}/v1", api_key="unused")
+    events: list[tuple[float, Any]] = []
+    with client.realtime.connect(extra_query={"intent": "transcription"}) as connection:
+        created = connection.recv()
+        assert created.type == "session.created"
+        connection.session.update(
+            session={
+                "type": "transcription",
+                "audio": {
+                    "input": {
+                        "format": {"type": "audio/pcm", "rate": 24000},
+                        "transcription": {"model": "whisper-1", "language": "en"},
+                        "turn_detection": {"type": "server_vad", "silence_duration_ms": 500},
+                    }
+                },
+            }
+        )
+        assert connection.recv().type == "session.updated"
+        for chunk in paced(pcm16(JFK) + silence(1.5)):
+            connection.input_audio_buffer.append(audio=base64.b64encode(chunk).decode())
+        # A commit after the trailing silence finds no speech left; its error comes after every earlier event.
+        connection.input_audio_buffer.commit()
+        deadline = time.monotonic() + 60
+        while not events or events[-1][1].type != "error":
+            assert time.monotonic() < deadline, [event.type for _, event in events]
+            events.append((time.monotonic(), connection.recv()))
+        assert events[-1][1].error.code == "input_audio_buffer_commit_empty"
+        session_id = created.session.id  # type: ignore[union-attr]
+    kinds = [event.type for _, event in events]
+    assert "input_audio_buffer.speech_started" in kinds
+    assert kinds.count("input_audio_buffer.speech_started") == kinds.count("input_audio_buffer.committed")
+    completed = [event for _, event in events if event.type.endswith("transcription.completed")]
+    deltas = [event for _, event in events if event.type.endswith("transcription.delta")]
+    first_completed = kinds.index(completed[0].type)
+    assert deltas and kinds.index(deltas[0].type) < first_completed, kinds
+    transcript = " ".join(event.transcript for event in completed)
+    normalise = EnglishTextNormalizer()
+    assert jiwer.wer(normalise(REFERENCE), normalise(transcript)) <= 0.15, transcript
+    # The deltas say what the finals say (they settle early, and are not taken back, so they may differ a little).
+    said = " ".join("".join(d.delta for d in deltas if d.item_id == done.item_id) for done in completed)
+    assert jiwer.wer(normalise(transcript), normalise(said)) <= 0.25, (said, transcript)
+    # Nothing of the session stays in Redis once it is over.
+    wait_for(lambda: not list(redis.scan_iter(f"whisperq:live:{session_id}:*")), 30)
+    assert redis.zcard("whisperq:live:open") == 0
+
