@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import cast
 
@@ -37,6 +38,7 @@ class FleetCollector(Collector):
         yield self._queues()
         yield self._statuses()
         yield self._workers()
+        yield self._live_sessions()
         yield from self._histograms()
         yield from self._counters()
 
@@ -62,6 +64,13 @@ class FleetCollector(Collector):
             family.add_metric([model, device], number)
         return family
 
+    def _live_sessions(self) -> Metric:
+        family = GaugeMetricFamily("whisperq_live_sessions_open", "Live sessions open now, across API replicas.")
+        now_ms = time.time() * 1000
+        self.redis.zremrangebyscore(keys.live_open_key(), "-inf", now_ms)  # those of a replica that died
+        family.add_metric([], int(self.redis.zcard(keys.live_open_key())))
+        return family
+
     def _histograms(self) -> Iterator[Metric]:
         models = sorted(m.decode() for m in cast(set[bytes], self.redis.smembers(keys.metrics_models_key())))
         for name, (documentation, bounds) in HISTOGRAMS.items():
@@ -81,6 +90,7 @@ class FleetCollector(Collector):
         for name, label, documentation in (
             ("upload_bytes", "kind", "Bytes of media received."),
             ("callbacks", "outcome", "Callback delivery attempts, by outcome."),
+            ("live_audio_seconds", "model", "Seconds of audio streamed into live sessions."),
         ):
             family = CounterMetricFamily(f"whisperq_{name}", documentation, labels=[label])
             raw = _text(cast(dict[bytes, bytes], self.redis.hgetall(keys.metrics_counter_key(name))))
@@ -91,7 +101,8 @@ class FleetCollector(Collector):
 
 @router.get("/metrics", response_class=Response)
 def metrics(request: Request, redis: RedisDep, settings: SettingsDep) -> Response:
-    """Prometheus metrics: queues, tasks, workers, processing time and RTF, uploads, callbacks. / 监控指标。"""
+    """Prometheus metrics: queues, tasks, workers, processing time and RTF, uploads, callbacks, live sessions.
+    / 监控指标。"""
     if settings.protect_metrics and not authenticate(request).admin:
         raise Forbidden("the metrics need an admin key")
     registry = CollectorRegistry(auto_describe=False)

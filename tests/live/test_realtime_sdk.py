@@ -13,10 +13,10 @@ from openai import OpenAI
 from redis import Redis
 from whisper_normalizer.english import EnglishTextNormalizer
 
-from tests.conftest import wait_for
+from tests.conftest import manifest, wait_for
 from tests.live.conftest import JFK, paced, pcm16, silence
 
-REFERENCE = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
+REFERENCE = manifest()["fw_jfk"]["reference"]
 
 
 def test_sdk_streams_jfk_and_gets_deltas_then_a_final(api_factory: Any, live_worker: Any, redis: Redis) -> None:
@@ -66,4 +66,3 @@ def test_sdk_streams_jfk_and_gets_deltas_then_a_final(api_factory: Any, live_wor
     # Nothing of the session stays in Redis once it is over.
     wait_for(lambda: not list(redis.scan_iter(f"whisperq:live:{session_id}:*")), 30)
     assert redis.zcard("whisperq:live:open") == 0
-
