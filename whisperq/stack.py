@@ -140,18 +140,23 @@ class Stack:
         )
 
     def wait_ready(self, base_url: str) -> None:
-        """Wait until the API answers and a worker serves the model; raise if a piece exits meanwhile."""
+        """Wait until the API answers and every worker serves the model; raise if a piece exits meanwhile."""
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             for child in self.children:
                 child.check_alive()
-            try:
-                if self.settings.served_model in httpx.get(f"{base_url}/health", timeout=2).json().get("models", []):
-                    return
-            except (httpx.HTTPError, ValueError):
-                pass
+            if self._serving(base_url) >= self.workers + self.live_workers:
+                return
             time.sleep(0.5)
-        raise RuntimeError("the API or the worker did not become ready in time")
+        raise RuntimeError("the API or the workers did not become ready in time")
+
+    def _serving(self, base_url: str) -> int:
+        """How many workers the API says serve the model (0 while it does not answer)."""
+        try:
+            workers = httpx.get(f"{base_url}/health", timeout=2).json().get("workers", [])
+        except (httpx.HTTPError, ValueError):
+            return 0
+        return sum(worker.get("model") == self.settings.served_model for worker in workers)
 
     def keep_up(self) -> NoReturn:
         """Restart any piece that dies, for as long as the stack runs (until a signal stops it)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -18,6 +19,7 @@ import httpx
 import pytest
 
 from tests.conftest import JFK, Output, submit, wait_for
+from tests.live.conftest import append_event, connect, pcm16, receive_until
 from whisperq.redis_server import free_port
 from whisperq.stack import HEALTHY_AFTER_S, Child
 
@@ -139,6 +141,7 @@ def test_up_serves_transcribes_and_stops_cleanly_even_started_in_the_background(
         completed(client, task_id)
         srt = client.get(f"/v1/tasks/{task_id}/result", params={"format": "srt"}).text
         assert srt.startswith("1\n00:00:00,000 --> ") and "ask not what your country" in srt
+    assert "ask not what your country" in live_transcript(up.url, JFK).lower(), "up starts a live worker too"
 
     assert up.stop() == 0, up.output.text
     up.output.wait_for("stopping")
@@ -147,11 +150,22 @@ def test_up_serves_transcribes_and_stops_cleanly_even_started_in_the_background(
     assert (tmp_path / "data" / "redis" / "appendonly.aof").exists(), "the embedded Redis persists with AOF"
 
 
-def live_worker_pids(client: httpx.Client) -> set[int]:
-    """The pids of the live workers, asking an API that must answer."""
+def live_transcript(url: str, media: Path) -> str:
+    """One live session: the clip sent whole at 16 kHz, committed by hand; its final text."""
+    with connect(url.replace("http://", "ws://") + "/v1/realtime?intent=transcription") as ws:
+        update = {"type": "transcription", "audio": {"input": {"format": {"rate": 16000}, "turn_detection": None}}}
+        ws.send(json.dumps({"type": "session.update", "session": update}))
+        ws.send(append_event(pcm16(media, 16000)))
+        ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+        events = receive_until(ws, "conversation.item.input_audio_transcription.completed", timeout_s=120)
+    return str(events[-1]["transcript"])
+
+
+def batch_worker_pids(client: httpx.Client) -> set[int]:
+    """The pids of the running workers that take queued tasks, asking an API that must answer."""
     health = client.get("/health")
     assert health.status_code == 200, health.text
-    return {worker["pid"] for worker in health.json()["workers"]}
+    return {worker["pid"] for worker in health.json()["workers"] if worker["role"] == "batch"}
 
 
 def answers(client: httpx.Client) -> bool:
@@ -165,10 +179,10 @@ def test_up_restarts_a_piece_that_dies_and_stops_only_when_asked(start_up: Calla
     up = start_up()
     up.output.wait_for("whisperq is up")
     with httpx.Client(base_url=up.url, timeout=30) as client:
-        (first,) = live_worker_pids(client)
+        (first,) = batch_worker_pids(client)
         os.kill(first, signal.SIGKILL)  # as the OOM killer does
         # The API answers all along, until a new worker serves the model.
-        wait_for(lambda: live_worker_pids(client) - {first}, timeout_s=180, every_s=0.2)
+        wait_for(lambda: batch_worker_pids(client) - {first}, timeout_s=180, every_s=0.2)
         up.output.wait_for(rf"worker 1 \(pid {first}\) was killed by SIGKILL; restarting")
         completed(client, submit(client, JFK).json()["id"])
 
