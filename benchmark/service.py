@@ -34,7 +34,7 @@ def _vm_hwm_kb(pid: int) -> int:
 
 
 @contextmanager
-def local_service(settings: Settings, model: str, workers: int) -> Iterator[LocalService]:
+def local_service(settings: Settings, model: str, workers: int, live_workers: int = 0) -> Iterator[LocalService]:
     """Start a fresh stack in a temporary data folder (sharing the model cache) and stop it afterwards."""
     with tempfile.TemporaryDirectory(prefix="whisperq-bench-") as scratch:
         port = free_port()
@@ -51,7 +51,7 @@ def local_service(settings: Settings, model: str, workers: int) -> Iterator[Loca
             }
         )
         with (Path(scratch) / "stack.log").open("wb") as log:
-            stack = Stack(stack_settings, workers, log=log)
+            stack = Stack(stack_settings, workers, log=log, live_workers=live_workers)
             try:
                 stack.start()
                 stack.wait_ready(f"http://127.0.0.1:{port}")

@@ -120,7 +120,10 @@ class Stack:
             self.groups.append([Child("redis-server", self.redis.start)])
             env["WHISPERQ_REDIS_URL"] = self.redis.url
         self.groups.append([Child("api", partial(self._spawn, "api", env))])
-        worker = partial(self._spawn, "worker", dict(env, WHISPERQ_ROLE="batch"))
+        # The workers serve queued tasks (and live sessions too where WHISPERQ_ROLE is both); live workers, live only.
+        worker = partial(
+            self._spawn, "worker", dict(env, WHISPERQ_ROLE="both" if self.settings.role == "both" else "batch")
+        )
         live = partial(self._spawn, "worker", dict(env, WHISPERQ_ROLE="live"))
         workers = [Child(f"worker {number}", worker) for number in range(1, self.workers + 1)]
         workers += [Child(f"live worker {number}", live) for number in range(1, self.live_workers + 1)]

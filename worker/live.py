@@ -18,7 +18,7 @@ from redis import Redis
 from shared import keys, metrics
 from shared.live import Command, Event, LiveConfig, decode_entry, emit
 from worker.engine import Engine
-from worker.live_session import DecodeJob, LiveSession
+from worker.live_session import PARTIAL, DecodeJob, LiveSession
 from worker.streaming import decode
 
 log = logging.getLogger(__name__)
@@ -170,12 +170,13 @@ class LiveServer:
     # -- decoding -------------------------------------------------------------------------------------------------
 
     def _most_urgent(self) -> DecodeJob | None:
-        """Finals before partials; among finals the oldest, among partials the session that waited longest."""
+        """Finals, then decodes at a pause, then partials; oldest first, partials of the session that waited longest."""
         now = time.time()
         jobs = [job for session in self.sessions.values() if (job := session.wanted(now)) is not None]
         if not jobs:
             return None
-        return min(jobs, key=lambda job: (not job.final, job.since if job.final else self.last_decode[job.session.id]))
+        waited = self.last_decode
+        return min(jobs, key=lambda job: (job.urgency, job.since if job.urgency < PARTIAL else waited[job.session.id]))
 
     def _decode(self, job: DecodeJob) -> None:
         session = job.session

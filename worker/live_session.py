@@ -21,9 +21,9 @@ from worker.streaming import FRAME, RATE, LocalAgreement, Pcm16Input, SpeechFram
 Emit = Callable[..., None]
 # A partial decode waits for this much new audio, and a turn's first for this much of it: Whisper guesses on less.
 PARTIAL_EVERY_S = 0.5
-FIRST_PARTIAL_S = 1.0
+FIRST_PARTIAL_S = 0.6
 # A pause this long starts the decode that will likely be the turn's final.
-TENTATIVE_AFTER_MS = 160
+TENTATIVE_AFTER_MS = 96
 # A turn is closed at this length, and the next begins at once: decodes stay within one window.
 MAX_TURN_S = 28.0
 # Text of earlier turns given as the prompt, at most this many characters.
@@ -49,15 +49,19 @@ class Turn:
         return self.agreement.settled
 
 
+# How urgent a decode is: a committed turn's final, then one made at a pause (likely the final), then a partial.
+FINAL, AT_PAUSE, PARTIAL = 0, 1, 2
+
+
 @dataclass(frozen=True)
 class DecodeJob:
-    """Audio of one turn to decode; final jobs go before partial ones."""
+    """Audio of one turn to decode, with its urgency."""
 
     session: LiveSession
     item: str
     start: int
     end: int
-    final: bool
+    urgency: int
     prompt: str
     since: float  # when it became due, to serve the oldest first
 
@@ -170,20 +174,22 @@ class LiveSession:
         """The decode this session needs most: a committed turn's final, else a partial of the turn being spoken."""
         if self.closing:
             turn = self.closing[0]
-            return self._job(turn, turn.end or self.received, final=True, since=turn.speech_end_at)
+            return self._job(turn, turn.end or self.received, FINAL, since=turn.speech_end_at)
         spoken = self.turn
         if spoken is None or self.detector is None:
             return None  # without server VAD, text comes when the client commits
         pausing = self.detector.silent_ms >= TENTATIVE_AFTER_MS and spoken.decoded_to < spoken.speech_end
         if self.received - spoken.start < FIRST_PARTIAL_S * RATE:
             return None
-        if pausing or self.received - max(spoken.decoded_to, spoken.start) >= PARTIAL_EVERY_S * RATE:
-            return self._job(spoken, self.received, final=False, since=spoken.speech_end_at)
+        if pausing:
+            return self._job(spoken, self.received, AT_PAUSE, since=spoken.speech_end_at)
+        if self.received - max(spoken.decoded_to, spoken.start) >= PARTIAL_EVERY_S * RATE:
+            return self._job(spoken, self.received, PARTIAL, since=spoken.speech_end_at)
         return None
 
-    def _job(self, turn: Turn, end: int, final: bool, since: float) -> DecodeJob:
+    def _job(self, turn: Turn, end: int, urgency: int, since: float) -> DecodeJob:
         prompt = " ".join(part for part in (self.config.prompt, self.history[-PROMPT_CHARS:]) if part)
-        return DecodeJob(self, turn.item, turn.start, end, final, prompt, since)
+        return DecodeJob(self, turn.item, turn.start, end, urgency, prompt, since)
 
     def samples(self, job: DecodeJob) -> np.ndarray:
         """The audio a job decodes."""
