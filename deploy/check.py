@@ -9,6 +9,7 @@ Everything it makes (containers, network, volumes, images) is removed at the end
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import signal
 import socket
@@ -84,6 +85,7 @@ class Fleet:
 
     def __init__(self, compose: Compose, port: int, key: str) -> None:
         self.compose = compose
+        self.key = key
         self.api = httpx.Client(
             base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"}, timeout=60
         )
@@ -93,15 +95,42 @@ class Fleet:
         self.compose("up", "--detach", "--no-build", "--no-recreate", "--scale", f"worker={WORKERS}")
 
     def wait_healthy(self, timeout_s: float = 600) -> None:
-        services = ["redis", "api", "worker"]
+        services = ["redis", "api", "worker", "live"]
         wait_for("every container healthy", lambda: self.compose.healthy(services, {"worker": WORKERS}), timeout_s, 3)
-        wait_for(f"{WORKERS} workers announced", lambda: self.live_workers() == WORKERS, 120)
+        wait_for(
+            f"{WORKERS} workers and a live worker announced",
+            lambda: self.roles() == [*["batch"] * WORKERS, "live"],
+            120,
+        )
 
-    def live_workers(self) -> int:
+    def roles(self) -> list[str]:
+        """The roles of the workers the API sees, sorted."""
         try:
-            return len(self.api.get("/health").json()["workers"])
+            return sorted(worker["role"] for worker in self.api.get("/health").json()["workers"])
         except (httpx.HTTPError, ValueError, KeyError):
-            return 0
+            return []
+
+    def live_transcript(self, clip: Clip) -> str:
+        """One live session through the fleet's /v1/realtime: the clip at 16 kHz, committed by hand; its final."""
+        from faster_whisper import decode_audio
+        from websockets.sync.client import connect
+
+        samples = decode_audio(str(clip.audio), sampling_rate=16000)
+        pcm = base64.b64encode((samples * 32767).astype("<i2").tobytes()).decode()
+        url = str(self.api.base_url).replace("http://", "ws://") + "/v1/realtime?intent=transcription"
+        update = {"type": "transcription", "audio": {"input": {"format": {"rate": 16000}, "turn_detection": None}}}
+        with connect(url, additional_headers={"Authorization": f"Bearer {self.key}"}) as ws:
+            for event in (
+                {"type": "session.update", "session": update},
+                {"type": "input_audio_buffer.append", "audio": pcm},
+                {"type": "input_audio_buffer.commit"},
+            ):
+                ws.send(json.dumps(event))
+            while (event := json.loads(ws.recv(timeout=120)))[
+                "type"
+            ] != "conversation.item.input_audio_transcription.completed":
+                assert event["type"] != "error", event
+        return str(event["transcript"])
 
     def submit(self, clip: Clip, priority: str = "normal") -> str:
         with clip.audio.open("rb") as handle:
@@ -167,7 +196,8 @@ def scenario(fleet: Fleet, data: Path) -> dict[str, float]:
     fleet.up()
     fleet.wait_healthy()
     figures["up_to_healthy_s"] = time.monotonic() - started
-    print(f"fleet healthy: redis, api and {WORKERS} workers, {figures['up_to_healthy_s']:.0f} s after up", flush=True)
+    up_s = figures["up_to_healthy_s"]
+    print(f"fleet healthy: redis, api, {WORKERS} workers and a live worker, {up_s:.0f} s after up", flush=True)
 
     ids = [fleet.submit(clip) for clip in short]
     first = wait_for("a first completed task", lambda: any(fleet.finished(i) for i in ids), 600, 0.5)
@@ -179,6 +209,16 @@ def scenario(fleet: Fleet, data: Path) -> dict[str, float]:
     print(
         f"{len(done)} clips transcribed by {len(workers)} workers, WER {figures['short_wer']:.1%}; first done "
         f"{figures['up_to_first_completed_s']:.0f} s after up",
+        flush=True,
+    )
+
+    started = time.monotonic()
+    transcript = fleet.live_transcript(short[0])
+    figures["live_wer"], _ = error_rates([short[0].reference], [transcript])
+    assert figures["live_wer"] <= MAX_WER, f"live transcript {transcript!r}"
+    print(
+        f"a live session through the live worker: WER {figures['live_wer']:.1%}, "
+        f"{time.monotonic() - started:.1f} s from connecting to the final text",
         flush=True,
     )
 

@@ -39,6 +39,9 @@ def test_compose_file_follows_the_compose_specification() -> None:
     assert services["api"]["depends_on"]["redis"]["condition"] == "service_healthy"
     assert services["worker"]["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
     assert services["worker"]["stop_grace_period"] == "30m"
+    live = services["live"]  # the worker's image and settings, serving live sessions only
+    assert live["command"][-2:] == ["--role", "live"] and live["image"] == services["worker"]["image"]
+    assert live["deploy"] == services["worker"]["deploy"] and live["volumes"] == services["worker"]["volumes"]
     assert {"uploads", "models", "redis-data"} <= set(COMPOSE["volumes"])
     assert services["benchmark"]["profiles"] == ["benchmark"] and services["dashboard"]["profiles"] == ["monitoring"]
 
@@ -52,10 +55,11 @@ def test_the_cpu_fleet_drops_the_gpu_reservation_and_runs_the_cpu_image() -> Non
         [compose, *files, "config", "--format", "json"], cwd=PROJECT, env=env, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
-    worker = json.loads(done.stdout)["services"]["worker"]
-    assert "deploy" not in worker and worker["environment"]["WHISPERQ_DEVICE"] == "cpu"
-    assert worker["image"] == "whisperq-worker:0.1.0-cpu"
-    assert worker["build"]["args"]["BASE_IMAGE"].startswith("python:")
+    services = json.loads(done.stdout)["services"]
+    for worker in (services["worker"], services["live"]):
+        assert "deploy" not in worker and worker["environment"]["WHISPERQ_DEVICE"] == "cpu"
+        assert worker["image"] == "whisperq-worker:0.1.0-cpu"
+        assert worker["build"]["args"]["BASE_IMAGE"].startswith("python:")
 
 
 @pytest.mark.parametrize("dockerfile", ["Dockerfile.api", "Dockerfile.worker"])
