@@ -15,6 +15,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
 from whisper_normalizer.english import EnglishTextNormalizer
 
+from shared import keys, live
+from shared.live import Command, Event, LiveConfig
 from shared.settings import ApiKey
 from tests.conftest import manifest, wait_for
 from tests.live.conftest import JFK, append_event, connect, pcm16, receive_until, silence, socket_url
@@ -193,3 +195,19 @@ def test_open_sessions_audio_seconds_and_final_latency_are_in_metrics(api_factor
     text = wait_for(lambda: (text := api.get("/metrics").text) * ("whisperq_live_sessions_open 0.0" in text), 10)
     assert 'whisperq_live_audio_seconds_total{model="tiny.en"} 11.0' in text
     assert 'whisperq_live_final_latency_seconds_count{model="tiny.en"} 1.0' in text
+
+
+def test_a_worker_drops_a_session_whose_api_replica_died(live_worker: Any, redis: Redis) -> None:
+    """No API here: the session is put in Redis as an API does, and its presence is left to lapse, as when the replica
+    holding the socket dies."""
+    live_worker(live_slots=1)
+    session_id = "sess_orphan"
+    redis.set(keys.live_presence_key(session_id), 1, ex=live.PRESENCE_TTL_S)
+    config = LiveConfig(model="tiny.en").model_dump(mode="json")
+    redis.xadd(keys.live_in_key(session_id), live.command_fields(Command.CONFIG, config))
+    redis.lpush(keys.live_waiting_key("tiny.en"), session_id)
+    ready = wait_for(lambda: redis.xrange(keys.live_out_key(session_id)), 30)
+    assert ready[0][1][b"kind"] == Event.READY.encode()
+    taken = time.monotonic()
+    wait_for(lambda: not redis.exists(keys.live_in_key(session_id)), 30)  # dropped: its input stream deleted
+    assert time.monotonic() - taken < live.PRESENCE_TTL_S + 3
