@@ -1,4 +1,5 @@
-// The whisperq page: submit a file or URL, follow its events, download the result, list your tasks.
+// The whisperq page: submit a file or URL, follow its events, download the result, list your tasks; the Files and
+// Live tabs (the Live tab's own code is live.js).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -119,3 +120,30 @@ async function listTasks() {
 
 $("refresh").addEventListener("click", listTasks);
 listTasks();
+
+// Tabs, as the ARIA authoring practices have them: the arrow keys, Home and End move between tabs; Tab goes into the panel.
+const tabs = [...document.querySelectorAll('[role="tab"]')];
+
+function selectTab(tab, focus = false) {
+  for (const other of tabs) {
+    const selected = other === tab;
+    other.setAttribute("aria-selected", String(selected));
+    other.tabIndex = selected ? 0 : -1;
+    $(other.getAttribute("aria-controls")).hidden = !selected;
+  }
+  if (focus) tab.focus();
+  history.replaceState(null, "", tab.id === "tab-files" ? location.pathname + location.search : `#${tab.id.slice(4)}`);
+}
+
+for (const [index, tab] of tabs.entries()) {
+  tab.addEventListener("click", () => selectTab(tab));
+  tab.addEventListener("keydown", (pressed) => {
+    const next = { ArrowRight: index + 1, ArrowLeft: index - 1, Home: 0, End: tabs.length - 1 }[pressed.key];
+    if (next === undefined) return;
+    pressed.preventDefault();
+    selectTab(tabs[(next + tabs.length) % tabs.length], true);
+  });
+}
+const tabOfHash = () => (location.hash === "#live" ? $("tab-live") : $("tab-files"));
+window.addEventListener("hashchange", () => selectTab(tabOfHash()));
+if (location.hash === "#live") selectTab(tabOfHash());
