@@ -27,6 +27,7 @@ class ClientError(Exception):
         self.code = code
         self.message = message
         self.param = param
+        self.event_id: str | None = None
 
 
 def event_id() -> str:

@@ -156,7 +156,7 @@ class Session:
             try:
                 await self._handle(dict(message))
             except ClientError as exc:
-                await self._send(realtime.error_event(exc.code, exc.message, param=exc.param))
+                await self._send(realtime.error_event(exc.code, exc.message, param=exc.param, event_id=exc.event_id))
 
     async def _handle(self, message: dict[str, Any]) -> None:
         text = message.get("text")
@@ -174,7 +174,9 @@ class Session:
             await self._dispatch(event)
         except ClientError as exc:
             exc.message = f"{exc.message} (in {event['type']})"
-            raise ClientError(exc.code, exc.message, exc.param) from exc
+            client_id = event.get("event_id")
+            exc.event_id = client_id if isinstance(client_id, str) else None  # OpenAI echoes the client's event id
+            raise
 
     async def _dispatch(self, event: dict[str, Any]) -> None:
         kind = event["type"]

@@ -65,6 +65,8 @@ def test_every_bad_event_is_an_error_event_and_the_session_goes_on(api_factory: 
         for frame, code in cases:
             ws.send(frame)
             assert _error(ws)["code"] == code, frame
+        ws.send('{"type": "input_audio_buffer.append", "audio": "%", "event_id": "mine"}')
+        assert _error(ws)["event_id"] == "mine"  # the client's event id comes back with its error
         ws.send('{"type": "input_audio_buffer.clear"}')
         assert json.loads(ws.recv(timeout=10))["type"] == "input_audio_buffer.cleared"
         ws.send(_update({"format": {"type": "audio/pcm", "rate": 16000}, "turn_detection": None}))
