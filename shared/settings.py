@@ -184,6 +184,12 @@ class Settings(BaseSettings):
         default="batch",
         description="What a worker serves: queued tasks (batch), live sessions (live), or both from one model.",
     )
+    nice: int = Field(
+        default=0,
+        ge=0,
+        le=19,
+        description="CPU niceness a worker takes at start; `whisperq up` gives batch workers 10 beside live workers.",
+    )
     live_slots: int = Field(default=4, ge=1, le=64, description="Live sessions one live worker serves at once.")
     live_model: str | None = Field(
         default=None, description="Model of live sessions that name none (or an OpenAI name). Default: DEFAULT_MODEL."

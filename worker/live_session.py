@@ -22,6 +22,9 @@ Emit = Callable[..., None]
 # A partial decode waits for this much new audio, and a turn's first for this much of it: Whisper guesses on less.
 PARTIAL_EVERY_S = 0.5
 FIRST_PARTIAL_S = 0.6
+# Once a turn's first words have settled, partials come less often: the decoder then has room, so that the decode
+# made at a pause rarely waits behind a partial.
+LATER_PARTIAL_EVERY_S = 1.0
 # A pause this long starts the decode that will likely be the turn's final.
 TENTATIVE_AFTER_MS = 96
 # A turn is closed at this length, and the next begins at once: decodes stay within one window.
@@ -40,6 +43,7 @@ class Turn:
     speech_end_at: float = 0.0  # when that audio arrived (wall clock), for the latency figure
     end: int | None = None  # set when the turn is committed
     decoded_to: int = 0  # end of the audio the latest decode covered
+    partials: int = 0  # decodes made of it while it is spoken
     best: tuple[int, str, str] | None = None  # the latest decode: (its end, its text, its language)
     agreement: LocalAgreement = field(default_factory=LocalAgreement)
 
@@ -183,7 +187,8 @@ class LiveSession:
             return None
         if pausing:
             return self._job(spoken, self.received, AT_PAUSE, since=spoken.speech_end_at)
-        if self.received - max(spoken.decoded_to, spoken.start) >= PARTIAL_EVERY_S * RATE:
+        every = PARTIAL_EVERY_S if spoken.partials < 2 else LATER_PARTIAL_EVERY_S
+        if self.detector.silent_ms == 0 and self.received - max(spoken.decoded_to, spoken.start) >= every * RATE:
             return self._job(spoken, self.received, PARTIAL, since=spoken.speech_end_at)
         return None
 
@@ -201,8 +206,10 @@ class LiveSession:
         if turn is None:
             return  # cleared meanwhile
         turn.decoded_to = max(turn.decoded_to, job.end)
-        turn.best = (job.end, text, language)
+        if job.urgency < PARTIAL:  # only a decode with a final's settings may stand as the final
+            turn.best = (job.end, text, language)
         if turn.end is None:
+            turn.partials += 1
             settled = turn.agreement.update(text.split())
             before = turn.said[: len(turn.said) - len(settled)]
             if settled:

@@ -134,6 +134,8 @@ def worker_info(worker_id: str, engine: Engine, gpu: str | None, settings: Setti
 
 def run(settings: Settings, burst: bool = False) -> None:
     """Claim a GPU (if any), load the model, then serve jobs until stopped (or, in burst mode, until idle)."""
+    if settings.nice:
+        os.nice(settings.nice)  # where cores are shared, the scheduler serves live workers first
     redis = connect(settings.redis_dsn, patient=True)
     worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     lease = GpuLease(redis, settings, worker_id)

@@ -109,8 +109,7 @@ def _norm(word: str) -> str:
 
 class LocalAgreement:
     """LocalAgreement-2 (as whisper_streaming): a word settles once two decodes in a row agree on it and on every word
-    before it, and the latest has a word after it (the last word of a decode may be cut off). Settled words are never
-    taken back."""
+    before it. Settled words are never taken back."""
 
     def __init__(self) -> None:
         self.settled: list[str] = []
@@ -122,7 +121,7 @@ class LocalAgreement:
         if previous is None or not _same(words[: len(self.settled)], self.settled):
             return []
         agreed = len(self.settled)
-        while agreed < min(len(words) - 1, len(previous)) and _norm(words[agreed]) == _norm(previous[agreed]):
+        while agreed < min(len(words), len(previous)) and _norm(words[agreed]) == _norm(previous[agreed]):
             agreed += 1
         new = words[len(self.settled) : agreed]
         self.settled.extend(new)
@@ -143,13 +142,13 @@ def joined(words: list[str], after: list[str]) -> str:
     return f" {text}" if after and text else text
 
 
-def decode(model: Any, samples: np.ndarray, language: str | None, prompt: str | None) -> tuple[str, str]:
-    """The text of one turn's audio (beam search, no timestamps) and its language."""
+def decode(model: Any, samples: np.ndarray, language: str | None, prompt: str | None, beam: int) -> tuple[str, str]:
+    """The text of one turn's audio (no timestamps) and its language."""
     segments, info = model.transcribe(
         samples,
         language=language,
         initial_prompt=prompt or None,
-        beam_size=5,
+        beam_size=beam,
         without_timestamps=True,
         condition_on_previous_text=False,
         vad_filter=False,
