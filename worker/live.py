@@ -183,8 +183,7 @@ class LiveServer:
         config = session.config
         self.last_decode[session.id] = time.time()
         try:
-            beam = 5 if job.urgency < PARTIAL else 1  # what may be a final decodes as batch does; partials greedily
-            text, language = decode(self.engine.model, session.samples(job), config.language, job.prompt, beam)
+            text, language = decode(self.engine.model, session.samples(job), config.language, job.prompt, job.beam)
         except Exception as exc:
             log.exception("live decode failed in session %s", session.id)
             self._send(session.id, Event.FAILED, item=job.item, code="decode_failed", message=str(exc))

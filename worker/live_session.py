@@ -66,6 +66,7 @@ class DecodeJob:
     start: int
     end: int
     urgency: int
+    beam: int  # 5, as batch decoding, for what may stand as a final and for a turn's first words; else greedy
     prompt: str
     since: float  # when it became due, to serve the oldest first
 
@@ -194,7 +195,8 @@ class LiveSession:
 
     def _job(self, turn: Turn, end: int, urgency: int, since: float) -> DecodeJob:
         prompt = " ".join(part for part in (self.config.prompt, self.history[-PROMPT_CHARS:]) if part)
-        return DecodeJob(self, turn.item, turn.start, end, urgency, prompt, since)
+        beam = 5 if urgency < PARTIAL or turn.partials < 2 else 1
+        return DecodeJob(self, turn.item, turn.start, end, urgency, beam, prompt, since)
 
     def samples(self, job: DecodeJob) -> np.ndarray:
         """The audio a job decodes."""
@@ -206,7 +208,7 @@ class LiveSession:
         if turn is None:
             return  # cleared meanwhile
         turn.decoded_to = max(turn.decoded_to, job.end)
-        if job.urgency < PARTIAL:  # only a decode with a final's settings may stand as the final
+        if job.beam == 5:  # only a decode with a final's settings may stand as the final
             turn.best = (job.end, text, language)
         if turn.end is None:
             turn.partials += 1
