@@ -94,10 +94,16 @@ def stream(url: str, talk: Conversation, heard: Heard, language: str | None) -> 
 
 
 def _receive(ws: Any, heard: Heard, started: float) -> None:
+    """Events until the closing commit is answered and every committed turn has its final text."""
+    committed = completed = 0
+    answered = False
     for message in ws:
         event = json.loads(message)
         heard.events.append((time.monotonic() - started, event))
-        if event["type"] == "error":
+        committed += event["type"] == "input_audio_buffer.committed"
+        completed += event["type"].endswith("transcription.completed")
+        answered = answered or event["type"] == "error"
+        if answered and committed == completed:
             return
 
 
