@@ -97,7 +97,11 @@ class Settings(BaseSettings):
     heartbeat_file: Path | None = Field(
         default=None, description="A file a live worker touches every few seconds, for container health checks."
     )
-    cpu_threads: int = Field(default=0, ge=0, description="CPU threads per worker; 0: as many as the cores, at most 4.")
+    cpu_threads: int = Field(
+        default=0,
+        ge=0,
+        description="CPU threads per worker; 0: CTranslate2's choice (a live worker: the cores, at most 4).",
+    )
     batch_size: int = Field(
         default=0,
         ge=0,
