@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 import socket
@@ -303,7 +304,7 @@ def test_bad_media_accepted_by_the_api_fails_or_is_bounded_and_the_worker_goes_o
     assert result["garbage"]["error"]["code"] == "unsupported_media"
     # A cut-off MP3 is transcribed as far as it goes; a header that claims ten hours yields only what is there.
     assert result["truncated"]["status"] == "completed" and result["truncated"]["duration"] < 7
-    assert result["truncated"]["result"]["text"].lower().startswith("and so my fellow americans")
+    assert re.sub(r"[^\w ]", "", result["truncated"]["result"]["text"].lower()).startswith("and so my fellow americans")
     assert result["liar"]["status"] == "completed" and result["liar"]["duration"] < 2
     assert result["real"]["status"] == "completed" and "ask not what your country" in result["real"]["result"]["text"]
     assert all("Traceback" not in str(t["error"]) for t in result.values())
