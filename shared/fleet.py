@@ -16,7 +16,8 @@ log = logging.getLogger(__name__)
 
 
 def announce(redis: Redis, info: WorkerInfo, ttl_s: int, holding: str | None = None) -> None:
-    """Say (again) that this worker is alive and which job it holds; both lapse after ttl_s without a refresh."""
+    """Say (again) that this worker is alive and which jobs it holds (ids separated by spaces: a batch holds
+    several); both lapse after ttl_s without a refresh."""
     pipe = redis.pipeline()
     pipe.set(keys.worker_key(info.id), info.model_dump_json(), ex=ttl_s)
     pipe.sadd(keys.workers_key(), info.id)
@@ -47,13 +48,13 @@ def live_workers(redis: Redis) -> list[WorkerInfo]:
     return [WorkerInfo.model_validate_json(value) for value in raw if value is not None]
 
 
-def holdings(redis: Redis, worker_ids: Iterable[str]) -> dict[str, str]:
-    """The job each of these workers holds now, for those that hold one."""
+def holdings(redis: Redis, worker_ids: Iterable[str]) -> dict[str, set[str]]:
+    """The jobs each of these workers holds now, for those that hold any."""
     ids = sorted(worker_ids)
     if not ids:
         return {}
     raw = cast(list[bytes | None], redis.mget([keys.worker_holds_key(worker_id) for worker_id in ids]))
-    return {worker_id: value.decode() for worker_id, value in zip(ids, raw, strict=True) if value is not None}
+    return {worker_id: set(value.decode().split()) for worker_id, value in zip(ids, raw, strict=True) if value}
 
 
 def worker_count(redis: Redis, model: str) -> int:
@@ -77,15 +78,23 @@ class Presence:
         self.redis = redis
         self.info = info
         self.ttl_s = ttl_s
-        self.holding: str | None = None
+        self.holding: list[str] = []
 
     def announce(self) -> None:
-        """Announce the worker and the job it holds (again)."""
-        announce(self.redis, self.info, self.ttl_s, self.holding)
+        """Announce the worker and the jobs it holds (again)."""
+        announce(self.redis, self.info, self.ttl_s, " ".join(self.holding) or None)
 
     def hold(self, job_id: str | None) -> None:
         """Say which job the worker runs now (None once it ends); the upkeep repeats it if Redis misses it now."""
-        self.holding = job_id
+        self.holding = [job_id] if job_id is not None else []
+        self._say()
+
+    def hold_also(self, job_id: str) -> None:
+        """Say the worker holds this job too, beside the one it runs (it joined the batch in hand)."""
+        self.holding = [*self.holding, job_id]
+        self._say()
+
+    def _say(self) -> None:
         try:
             self.announce()
         except RedisError:

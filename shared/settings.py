@@ -108,14 +108,22 @@ class Settings(BaseSettings):
         le=256,
         description="Decode this many 30-s windows at once (BatchedInferencePipeline, for GPUs); 0: one at a time.",
     )
+    batch_windows: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="Windows of long files a worker decodes at once, taken from any tasks waiting at the priority "
+        "in hand; 0: 8 on a GPU, 2 on CPU.",
+    )
     split_after_s: float = Field(
         default=300.0, ge=0, description="Audio longer than this is cut at silences into chunks; 0: never split."
     )
     chunk_target_s: float = Field(
-        default=15.0,
+        default=30.0,
         ge=5,
-        description="Length a chunk is cut to, at the widest pause in its second half: a high-priority task waits "
-        "for one chunk at most.",
+        le=30,
+        description="Longest a chunk is cut (one Whisper window at most), in a pause near its end: a high-priority "
+        "task waits for one batch of chunks at most.",
     )
     allow_download: bool = Field(default=True, description="Let workers download models from the model hub.")
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmark import device
 from benchmark.cli import main
 from benchmark.dataset import Clip, Filters, load_folder, load_manifest, reference_for
 from benchmark.report import percentile
@@ -170,3 +171,17 @@ def test_overhead_and_scaling_modes_print_their_ratios(bench_env: Path, capsys: 
     assert "scaling tiny.en: throughput 2 workers / 1 worker at concurrency 4: median " in printed
     runs = [json.loads((folder / "results.json").read_text())["runs"] for folder in bench_env.iterdir()]
     assert sorted(run["path"] for group in runs for run in group) == ["api", "api-1w", "api-2w", "engine"]
+
+
+@pytest.mark.slow
+def test_device_benchmark_measures_every_mode_on_a_few_clips(bench_env: Path) -> None:
+    out = bench_env / "device.md"
+    report = device.main(["--model", "tiny.en", "--clips", "3", "--quick", "--sets", "clips", "--out", str(out)])
+    assert out.read_text() == report and "tiny.en on " in report
+    lines = [line for line in report.splitlines() if line.startswith("| ") and not line.startswith("| mode ")]
+    rows = {cells[0]: cells for cells in (line.strip("| ").split(" | ") for line in lines)}
+    assert set(rows) == set(device.MODES)
+    for mode, (_, set_name, items, audio_s, _, xrt, ratio, wer) in rows.items():
+        assert (set_name, items) == ("clips", "3") and float(audio_s) > 5, mode
+        assert float(xrt) > 0 and float(ratio) > 0 and float(wer) < 30, mode
+    assert rows["sequential"][6] == "1.00"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from shared.errors import TaskNotFound, WhisperqError
 from shared.fencing import Fence
 from shared.schemas import Chunk, Segment, Task
 from shared.store import run_fence
-from worker import context, engine, splitting, stitch
+from worker import batching, context, engine, splitting, spooling, stitch, windows
 from worker.context import WorkerContext
 from worker.control import ChunkTaken, TaskCancelled
 from worker.deadline import deadline
@@ -46,19 +47,25 @@ def split(ctx: WorkerContext, task: Task, path: Path) -> None:
 
 
 def _cut(ctx: WorkerContext, task: Task, path: Path) -> tuple[list[Chunk], dict[str, Any]]:
-    """The chunks, written to the volume, and the task's fields that describe them."""
+    """The chunks, written to the volume, and the task's fields that describe them.
+
+    The audio is decoded onto the volume as a stream and cut from there, so this worker's memory stays flat.
+    """
     assert task.run is not None
     run = task.run
-    audio = splitting.decode(path, ctx.settings.max_media_duration_s)
-    duration = len(audio) / splitting.SAMPLE_RATE
-    spans = splitting.plan(splitting.speech_spans(audio), duration, ctx.settings.chunk_target_s)
-    chunks = splitting.write_chunks(audio, spans, lambda index: ctx.stores.storage.chunk_path(task.id, index, run))
-    language, probability = task.options.language, 1.0
-    if language is None:
-        first = chunks[0]
-        language, probability = engine.detect_language(ctx.engine, audio[: round(first.end * splitting.SAMPLE_RATE)])
+    raw = ctx.stores.storage.chunk_path(task.id, 0, run).with_name("audio.raw")
+    try:
+        spooled = spooling.spool(path, ctx.settings.max_media_duration_s, raw)
+        speech = spooling.speech_spans(spooled.scores, spooled.samples)
+        spans = splitting.plan(speech, spooled.duration, ctx.settings.chunk_target_s, spooled.scores)
+        chunks = spooling.write_chunks(spooled, spans, lambda index: ctx.stores.storage.chunk_path(task.id, index, run))
+        language, probability = task.options.language, 1.0
+        if language is None:
+            language, probability = engine.detect_language(ctx.engine, spooled.read(0.0, chunks[0].end))
+    finally:
+        raw.unlink(missing_ok=True)
     fields = {
-        "duration": duration,
+        "duration": spooled.duration,
         "language": language,
         "language_probability": probability,
         "chunks": len(chunks),
@@ -88,49 +95,101 @@ class ChunkRun:
 
 
 def transcribe_chunk(task_id: str, index: int) -> None:
-    """Run one chunk of a split task; the worker that finishes the last chunk stitches the result."""
+    """Run one chunk of a split task, with any waiting chunks that fit its batch; whoever finishes a task's last
+    chunk stitches its result."""
     ctx = context.current()
     logs.current_task.set(task_id)
+    first = take(ctx, task_id, index)
+    if first is None:
+        return
+    runs = [run for run in [first, *batching.more(ctx, first)] if _active(ctx, run)]
+    try:
+        decoded = _decode(ctx, runs)
+    except WhisperqError as exc:
+        for run in runs:
+            _settle(ctx, run, lambda run=run, exc=exc: _raise(exc))
+        return
+    except Exception as exc:
+        for run in runs:
+            _fail(ctx, run, exc)
+        raise
+    for run, segments in zip(runs, decoded, strict=True):
+        _settle(ctx, run, lambda run=run, segments=segments: _finish(ctx, run, segments))
+
+
+def take(ctx: WorkerContext, task_id: str, index: int) -> ChunkRun | None:
+    """Claim a queued chunk for this worker; None if its task is gone or ended, or the chunk is done or in hand."""
     try:
         task = ctx.stores.tasks.get(task_id)
     except TaskNotFound:
         log.info("task %s no longer exists; skipping chunk %d", task_id, index)
-        return
+        return None
     attempt = ctx.stores.chunks.claim(task_id, index, ctx.worker_id)
     split = ctx.stores.chunks.load(task_id) if attempt else None
     if split is None:
         log.info("chunk %d of task %s is done or in hand already, or its task has ended; skipping", index, task_id)
         ctx.lifecycle.release(task)
-        return
-    run = ChunkRun(task, split, index, attempt)
+        return None
+    return ChunkRun(task, split, index, attempt)
+
+
+def _active(ctx: WorkerContext, run: ChunkRun) -> bool:
+    """False, with the run let go, if its task was cancelled or deleted while the batch was being filled."""
+    if ctx.stores.tasks.active(run.task.id):
+        return True
+    log.info("task %s ended before its chunk %d was decoded; dropped from the batch", run.task.id, run.index)
+    ctx.lifecycle.release(run.task)
+    return False
+
+
+def window(ctx: WorkerContext, run: ChunkRun) -> windows.Window:
+    """The chunk's audio, and how its task asks for it to be decoded."""
+    path = ctx.stores.storage.chunk_path(run.task.id, run.index, run.split.run)
+    options = run.task.options.model_copy(update={"language": run.split.language})
+    samples = splitting.decode(path, windows.WINDOW_S + 1)
+    return windows.Window(samples, run.task.task_type, run.split.language, options)
+
+
+def _decode(ctx: WorkerContext, runs: list[ChunkRun]) -> list[list[Segment]]:
+    """Every run's chunk decoded in one batch, under one time limit for them all."""
+    batch = [window(ctx, run) for run in runs]
+    with deadline(ctx.settings.job_timeout(sum(run.chunk.duration for run in runs))):
+        return windows.decode(ctx.engine, batch)
+
+
+def _settle(ctx: WorkerContext, run: ChunkRun, step: Callable[[], None]) -> None:
+    """Do one run's part after the decode, and record how it ended: done, taken, cancelled or failed."""
+    logs.current_task.set(run.task.id)
     try:
-        _run_chunk(ctx, run)
+        step()
     except ChunkTaken as exc:
         log.warning("%s; leaving it", exc)
     except TaskCancelled as exc:
         log.info("%s", exc)
-        ctx.lifecycle.release(task)
+        ctx.lifecycle.release(run.task)
     except WhisperqError as exc:
-        log.info("task %s failed in chunk %d: %s (%s)", task_id, index, exc.message, exc.code)
-        ctx.lifecycle.fail(task, exc.code, exc.message, run.fences)
+        log.info("task %s failed in chunk %d: %s (%s)", run.task.id, run.index, exc.message, exc.code)
+        ctx.lifecycle.fail(run.task, exc.code, exc.message, run.fences)
     except Exception as exc:
-        message = f"the worker failed unexpectedly on chunk {index}: {type(exc).__name__}: {exc}"
-        ctx.lifecycle.fail(task, "internal_error", message, run.fences)
+        _fail(ctx, run, exc)
         raise
 
 
-def _run_chunk(ctx: WorkerContext, run: ChunkRun) -> None:
+def _raise(exc: Exception) -> None:
+    raise exc
+
+
+def _fail(ctx: WorkerContext, run: ChunkRun, exc: Exception) -> None:
+    message = f"the worker failed unexpectedly on chunk {run.index}: {type(exc).__name__}: {exc}"
+    ctx.lifecycle.fail(run.task, "internal_error", message, run.fences)
+
+
+def _finish(ctx: WorkerContext, run: ChunkRun, decoded: list[Segment]) -> None:
+    """Stream the chunk's segments, store them, then queue the task's next chunks or stitch it."""
     task, chunk, count = run.task, run.chunk, len(run.split.chunks)
-    options = task.options.model_copy(update={"language": run.split.language})
-    with deadline(ctx.settings.job_timeout(chunk.duration)):
-        transcript = engine.transcribe(
-            ctx.engine,
-            ctx.stores.storage.chunk_path(task.id, run.index, run.split.run),
-            task.task_type,
-            options,
-            on_progress=lambda _, segment: _chunk_progress(ctx, run, segment),
-        )
-    segments = [stitch.shift(segment, chunk) for segment in transcript.segments]
+    for segment in decoded:
+        _chunk_progress(ctx, run, segment)
+    segments = [stitch.shift(segment, chunk) for segment in decoded]
     done = ctx.stores.chunks.finish(task.id, run.index, run.attempt, segments, chunk.duration)
     if done is None:
         log.warning("task %s: chunk %d discarded, it was taken from this worker meanwhile", task.id, run.index)

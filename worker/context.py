@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from redis import Redis
 
+from shared.fleet import Presence
 from shared.lifecycle import Lifecycle
 from shared.settings import Settings
 from shared.stores import Stores
@@ -22,6 +23,7 @@ class WorkerContext:
     engine: Engine
     stores: Stores
     lifecycle: Lifecycle
+    presence: Presence | None = None  # says which jobs the worker holds; None where no RQ loop runs
 
 
 _current: WorkerContext | None = None

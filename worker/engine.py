@@ -172,12 +172,13 @@ def transcribe(
 def _collect(segments: Iterable[Any], duration: float, on_progress: ProgressCallback) -> list[Segment]:
     collected = []
     for raw in segments:
-        collected.append(_segment(raw))
+        collected.append(segment_of(raw))
         on_progress(min(1.0, raw.end / duration) if duration > 0 else 0.0, collected[-1])
     return collected
 
 
-def _segment(raw: Any) -> Segment:
+def segment_of(raw: Any) -> Segment:
+    """Our Segment from one of faster-whisper's."""
     words = [Word(start=w.start, end=w.end, word=w.word, probability=w.probability) for w in raw.words or []]
     return Segment(
         id=raw.id,

@@ -79,7 +79,7 @@ class Worker(SimpleWorker):
     """RQ's in-process worker: it says which job it holds, keeps RQ's heartbeats while a long job runs, and hands
     a job back on a cold stop."""
 
-    interrupted: str | None = None
+    interrupted: list[str] = []
     presence: fleet.Presence | None = None
 
     def execute_job(self, job: Any, queue: Any) -> None:
@@ -108,10 +108,11 @@ class Worker(SimpleWorker):
 
     def request_force_stop(self, signum: int, frame: FrameType | None) -> None:
         """The second SIGTERM or Ctrl-C: stop at once; the job in hand goes back on its queue."""
-        self.interrupted = self.get_current_job_id()
-        if self.interrupted is None:
+        current = self.get_current_job_id()
+        if current is None:
             raise SystemExit()
-        log.warning("cold stop: handing task %s back", self.interrupted)
+        self.interrupted = list(self.presence.holding) if self.presence is not None else [current]
+        log.warning("cold stop: handing %s back", ", ".join(self.interrupted))
         raise ColdStop()
 
 
@@ -152,11 +153,11 @@ def serve(
     """Announce the worker, start its chores and its callback thread, and run RQ's loop."""
     stores = Stores.open(redis, settings)
     lifecycle = Lifecycle(redis, stores, settings.keep_uploads)
-    context.install(context.WorkerContext(worker_id, redis, settings, engine, stores, lifecycle))
-    janitor = Janitor(redis, lifecycle, settings)
     # The announcement gives up at once while Redis is away, so the worker announces itself as soon as it is back.
     info = worker_info(worker_id, engine, gpu, settings)
     presence = fleet.Presence(connect(settings.redis_dsn, patient=False), info, settings.worker_ttl_s)
+    context.install(context.WorkerContext(worker_id, redis, settings, engine, stores, lifecycle, presence))
+    janitor = Janitor(redis, lifecycle, settings)
     chores: list[Callable[[], object]] = [presence.announce, lease.refresh, janitor.sweep]
     if settings.heartbeat_file is not None:
         chores.insert(0, settings.heartbeat_file.touch)
@@ -199,8 +200,8 @@ def serve_batch(
     try:
         rq_worker.work(burst=burst, with_scheduler=False, logging_level=settings.log_level.upper())
     finally:
-        if rq_worker.interrupted:
-            janitor.hand_back(rq_worker.interrupted, worker_id)
+        for job_id in rq_worker.interrupted:
+            janitor.hand_back(job_id, worker_id)
 
 
 def serve_live(live: LiveServer, stop: threading.Event) -> None:

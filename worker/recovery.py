@@ -45,7 +45,7 @@ class _Sighting:
 
     now: float
     live: set[str]
-    held: dict[str, str]
+    held: dict[str, set[str]]
     waiting: set[str]
     unheld: dict[str, float] = field(default_factory=dict)
     unqueued_chunks: set[str] = field(default_factory=set)
@@ -134,7 +134,7 @@ class Janitor:
 
     def _lost(self, job_id: str, worker: str | None, seen: _Sighting) -> bool:
         """True once a run's worker is gone, or is alive but has not held its job for a TTL; never while calm."""
-        if worker in seen.live and seen.held.get(worker) == job_id:
+        if worker in seen.live and job_id in seen.held.get(worker, set()):
             return False
         since = seen.unheld[job_id] = self._unheld.get(job_id, seen.now)
         if seen.now < self._calm_until:

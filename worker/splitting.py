@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-import wave
+import math
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,11 +15,15 @@ SAMPLE_RATE = 16_000
 
 # Silero VAD settings for finding cut points: pauses of 0.3 s count, and speech keeps 0.1 s of
 # padding each side, so a cut lies at least 0.15 s from anything the VAD heard as speech.
-_MIN_SILENCE_MS = 150
-_SPEECH_PAD_MS = 30
+MIN_SILENCE_MS = 150
+SPEECH_PAD_MS = 30
 
-# A chunk ends no sooner than this share of the target, so most chunks fill a Whisper window.
+# A chunk ends in a pause past this share of the target if there is one, so most chunks fill a Whisper window,
+# and no sooner than the second share where there is none.
+_FULL = 0.8
 _SHORTEST = 0.5
+# With no pause at all, a chunk ends at the quietest frame of its last seconds.
+_FORCED_REACH_S = 2.0
 
 Span = tuple[float, float]
 
@@ -30,11 +34,21 @@ def decode(path: Path, max_s: float) -> Any:
     As faster-whisper decodes (16-bit mono, timestamps ignored), but it stops at the limit whatever the container
     claims: a small file of long compressed silence cannot fill the worker's memory.
     """
-    import av
     import numpy as np
 
-    limit = 2 * round(max_s * SAMPLE_RATE)  # in bytes of 16-bit samples
-    pcm = bytearray()
+    blocks = list(pcm_blocks(path, max_s))
+    pcm = np.concatenate(blocks) if blocks else np.zeros(0, np.int16)
+    return pcm.astype(np.float32) / 32768.0
+
+
+def pcm_blocks(path: Path, max_s: float) -> Iterator[Any]:
+    """The media's first audio track as blocks of 16 kHz mono 16-bit samples, decoded as they are asked for.
+
+    Only one block is in memory at a time; MediaTooLong once the blocks pass `max_s` seconds.
+    """
+    import av
+
+    limit, total = round(max_s * SAMPLE_RATE), 0
     resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
     try:
         with av.open(str(path), metadata_errors="ignore") as container:
@@ -42,12 +56,13 @@ def decode(path: Path, max_s: float) -> Any:
                 raise NoAudioStream("the media holds no audio stream")
             for group in itertools.chain(_grouped(_frames(container)), [None]):  # None flushes the resampler
                 for frame in resampler.resample(group):
-                    pcm += frame.to_ndarray().tobytes()
-                if len(pcm) > limit:
-                    raise MediaTooLong(f"the media is longer than the {max_s:.0f}-second limit")
+                    block = frame.to_ndarray().reshape(-1)
+                    total += len(block)
+                    if total > limit:
+                        raise MediaTooLong(f"the media is longer than the {max_s:.0f}-second limit")
+                    yield block
     except av.FFmpegError as exc:
         raise UnsupportedMedia(f"the audio could not be decoded: {exc}") from exc
-    return np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
 
 
 def _frames(container: Any) -> Iterator[Any]:
@@ -82,7 +97,7 @@ def speech_spans(audio: Any) -> list[Span]:
     """Where Silero VAD hears speech, in seconds."""
     from faster_whisper.vad import VadOptions, get_speech_timestamps
 
-    options = VadOptions(min_silence_duration_ms=_MIN_SILENCE_MS, speech_pad_ms=_SPEECH_PAD_MS)
+    options = VadOptions(min_silence_duration_ms=MIN_SILENCE_MS, speech_pad_ms=SPEECH_PAD_MS)
     return [(span["start"] / SAMPLE_RATE, span["end"] / SAMPLE_RATE) for span in get_speech_timestamps(audio, options)]
 
 
@@ -98,23 +113,38 @@ def silences(speech: Sequence[Span], duration: float) -> list[Span]:
     return gaps
 
 
-def plan(speech: Sequence[Span], duration: float, target_s: float) -> list[Span]:
-    """Chunks covering [0, duration], cut only in silences, each as close to `target_s` as the pauses allow.
+def plan(speech: Sequence[Span], duration: float, target_s: float, scores: Sequence[float] | None = None) -> list[Span]:
+    """Chunks covering [0, duration], each at most `target_s` long (so at most one Whisper window) and as full as
+    the pauses allow.
 
-    A chunk ends in the widest pause between half the target and the target after its start (the
-    likeliest end of a sentence); with no pause there, in the first pause after, so never inside speech.
+    A chunk ends in the widest pause in the last fifth of its reach, else in the widest pause in its second half
+    (the likeliest ends of sentences), else in any pause past its first eighth; with none, at the quietest frame of its last two seconds by the
+    VAD's `scores` (32-ms frames), or at its reach without them.
     """
     quiet = silences(speech, duration)
     chunks, start = [], 0.0
     while duration - start > target_s:
-        low = start + target_s * _SHORTEST
-        cut = _cut_in(quiet, low, start + target_s) or _first_cut_after(quiet, start + target_s)
-        if cut is None:
-            break
+        high = start + target_s
+        cut = (
+            _cut_in(quiet, start + target_s * _FULL, high)
+            or _cut_in(quiet, start + target_s * _SHORTEST, high)
+            or _cut_in(quiet, start + target_s * _SHORTEST / 4, high)
+            or _quietest(scores, high - _FORCED_REACH_S, high)
+        )
         chunks.append((start, cut))
         start = cut
     chunks.append((start, duration))
     return chunks
+
+
+def _quietest(scores: Sequence[float] | None, low: float, high: float) -> float:
+    """The middle of the frame in [low, high] least likely to be speech; `high` without scores."""
+    frame_s = 512 / SAMPLE_RATE
+    first, last = max(0, math.ceil(low / frame_s)), math.floor(high / frame_s) - 1
+    if scores is None or last < first or last >= len(scores):
+        return high
+    index = min(range(first, last + 1), key=lambda i: scores[i])
+    return (index + 0.5) * frame_s
 
 
 def _cut_in(quiet: Sequence[Span], low: float, high: float) -> float | None:
@@ -124,31 +154,3 @@ def _cut_in(quiet: Sequence[Span], low: float, high: float) -> float | None:
         return None
     a, b = max(clipped, key=lambda span: (span[1] - span[0], span[0]))
     return (a + b) / 2
-
-
-def _first_cut_after(quiet: Sequence[Span], low: float, reach_s: float = 1.0) -> float | None:
-    """A cut near the start of the first silence after `low` (inside its first second)."""
-    for a, b in quiet:
-        if b > low:
-            a = max(a, low)
-            return (a + min(b, a + reach_s)) / 2
-    return None
-
-
-def write_chunks(audio: Any, spans: Sequence[Span], path_of: Callable[[int], Path]) -> list[Chunk]:
-    """Write each span of the samples as a 16-bit mono WAV file at `path_of(index)`; the chunks, in order."""
-    import numpy as np
-
-    chunks = []
-    for index, (start, end) in enumerate(spans):
-        samples = audio[round(start * SAMPLE_RATE) : round(end * SAMPLE_RATE)]
-        pcm = (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2")
-        path = path_of(index)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with wave.open(str(path), "wb") as out:
-            out.setnchannels(1)
-            out.setsampwidth(2)
-            out.setframerate(SAMPLE_RATE)
-            out.writeframes(pcm.tobytes())
-        chunks.append(Chunk(index=index, start=round(start, 3), end=round(end, 3)))
-    return chunks
