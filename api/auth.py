@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from fastapi import Request
 from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
 
 from shared import keys
 from shared.errors import RateLimited, Unauthorized
@@ -50,19 +51,43 @@ def identify(authorization: str | None, settings: Settings) -> Caller:
     raise Unauthorized("the API key is not valid")
 
 
+def _rate_limit(caller: Caller) -> tuple[str, int] | None:
+    """The key counting this minute's requests of a rate-limited caller, and its limit; None without a limit."""
+    if caller.key is None or caller.key.requests_per_minute is None:
+        return None
+    return keys.rate_key(caller.name, int(time.time() // 60)), caller.key.requests_per_minute
+
+
+def _check_count(count: int, limit: int) -> None:
+    if count > limit:
+        retry_after = 60 - int(time.time()) % 60
+        raise RateLimited(f"more than {limit} requests this minute", retry_after)
+
+
 def check_rate(redis: Redis, caller: Caller) -> None:
     """RateLimited past the key's requests per minute (a fixed one-minute window in Redis)."""
-    if caller.key is None or caller.key.requests_per_minute is None:
+    limit = _rate_limit(caller)
+    if limit is None:
         return
-    window = int(time.time() // 60)
-    counter = keys.rate_key(caller.name, window)
+    counter, most = limit
     pipe = redis.pipeline()
     pipe.incr(counter)
     pipe.expire(counter, 120)
     count, _ = pipe.execute()
-    if int(count) > caller.key.requests_per_minute:
-        retry_after = 60 - int(time.time()) % 60
-        raise RateLimited(f"more than {caller.key.requests_per_minute} requests this minute", retry_after)
+    _check_count(int(count), most)
+
+
+async def check_rate_async(redis: AsyncRedis, caller: Caller) -> None:
+    """`check_rate` on the async client."""
+    limit = _rate_limit(caller)
+    if limit is None:
+        return
+    counter, most = limit
+    async with redis.pipeline() as pipe:
+        pipe.incr(counter)
+        pipe.expire(counter, 120)
+        count, _ = await pipe.execute()
+    _check_count(int(count), most)
 
 
 def authenticate(request: Request) -> Caller:
@@ -70,4 +95,12 @@ def authenticate(request: Request) -> Caller:
     settings: Settings = request.app.state.settings
     caller = identify(request.headers.get("authorization"), settings)
     check_rate(request.app.state.redis, caller)
+    return caller
+
+
+async def authenticate_async(request: Request) -> Caller:
+    """`authenticate` on the event loop, with the async Redis client: no thread hop for each status poll."""
+    settings: Settings = request.app.state.settings
+    caller = identify(request.headers.get("authorization"), settings)
+    await check_rate_async(request.app.state.live_redis, caller)
     return caller

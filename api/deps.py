@@ -6,8 +6,9 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Path, Request
 from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
 
-from api.auth import Caller, authenticate
+from api.auth import Caller, authenticate_async
 from api.service import TaskService
 from shared.settings import Settings
 from shared.storage import UploadStorage
@@ -26,6 +27,12 @@ def get_redis(request: Request) -> Redis:
     return redis
 
 
+async def get_async_redis(request: Request) -> AsyncRedis:
+    """The async Redis client, for waits that must hold no thread (long polls, live sessions)."""
+    redis: AsyncRedis = request.app.state.live_redis
+    return redis
+
+
 def get_stores(request: Request) -> Stores:
     """Every store."""
     stores: Stores = request.app.state.stores
@@ -38,11 +45,11 @@ def get_storage(request: Request) -> UploadStorage:
     return storage
 
 
-CallerDep = Annotated[Caller, Depends(authenticate)]
+CallerDep = Annotated[Caller, Depends(authenticate_async)]
 
 
-def get_tasks(request: Request, caller: CallerDep) -> TaskService:
-    """The task service for this request's caller."""
+async def get_tasks(request: Request, caller: CallerDep) -> TaskService:
+    """The task service for this request's caller (built on the loop: it blocks on nothing)."""
     state = request.app.state
     return TaskService(
         redis=state.redis, stores=state.stores, lifecycle=state.lifecycle, settings=state.settings, caller=caller
@@ -52,6 +59,7 @@ def get_tasks(request: Request, caller: CallerDep) -> TaskService:
 TasksDep = Annotated[TaskService, Depends(get_tasks)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RedisDep = Annotated[Redis, Depends(get_redis)]
+AsyncRedisDep = Annotated[AsyncRedis, Depends(get_async_redis)]
 StoresDep = Annotated[Stores, Depends(get_stores)]
 StorageDep = Annotated[UploadStorage, Depends(get_storage)]
 TaskId = Annotated[str, Path(description="The task's id. / 任务 ID。", examples=["8c971edd0f4341419dd798788bcb8a53"])]

@@ -182,10 +182,15 @@ class TaskService:
     def describe(self, task_id: str) -> TaskPublic:
         """A task's public view: its queue position while queued, its result once completed."""
         task = self.get(task_id)
-        position = queues.position(self.redis, task) if task.status is TaskStatus.QUEUED else None
         result = self.stores.tasks.result(task_id) if task.status is TaskStatus.COMPLETED else None
         deliveries = self.stores.callbacks.deliveries(task_id)
-        return TaskPublic.build(task, position, result, deliveries, self._chunks_done(task))
+        position, chunks_done = self.whereabouts(task)
+        return TaskPublic.build(task, position, result, deliveries, chunks_done)
+
+    def whereabouts(self, task: Task) -> tuple[int | None, int | None]:
+        """The queue position of a queued task and the chunks done of a split one (None where neither applies)."""
+        position = queues.position(self.redis, task) if task.status is TaskStatus.QUEUED else None
+        return position, self._chunks_done(task)
 
     def _chunks_done(self, task: Task) -> int | None:
         if task.chunks is None:

@@ -65,6 +65,13 @@ class ResponseFormat(str, Enum):
     VERBOSE_JSON = "verbose_json"
 
 
+class TaskView(str, Enum):
+    """How much of a task a status poll answers with: everything, or all but the result (fetched by its own route)."""
+
+    FULL = "full"
+    STATUS = "status"
+
+
 def lua_set(members: Iterable[Enum]) -> str:
     """A Lua table literal with these values as keys, so a script tests membership by the enum's own values."""
     return "{" + ", ".join(f"[{member.value!r}] = true" for member in members) + "}"

@@ -11,6 +11,7 @@ from string import Template
 from typing import Any, cast
 
 from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
 from redis.client import Pipeline
 
 from shared import fencing, keys
@@ -63,3 +64,12 @@ class EventLog:
     def delete(self, task_id: str, pipe: Pipeline) -> None:
         """Drop a task's stream inside the caller's transaction."""
         pipe.delete(keys.events_key(task_id))
+
+
+async def wait_after(redis: AsyncRedis, task_id: str, last_id: str, timeout_s: float) -> bool:
+    """Wait until the task's stream has an event after `last_id`, or `timeout_s` passes; True if one came.
+
+    A blocking XREAD on the async client: the waiting request holds a Redis connection, but no thread and no loop.
+    """
+    block_ms = max(1, round(timeout_s * 1000))  # 0 would block for ever
+    return bool(await redis.xread({keys.events_key(task_id): last_id}, count=1, block=block_ms))

@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from string import Template
 from typing import Any, cast
 
 from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
 from redis.client import Pipeline
 from redis.exceptions import WatchError
 
@@ -24,7 +26,7 @@ from shared.enums import FINISHED_STATUSES, CallbackStatus, TaskStatus
 from shared.errors import TaskNotFound
 from shared.events import MAX_EVENTS
 from shared.fencing import LUA_FENCED, Fence
-from shared.schemas import Task, TaskQuery, Transcript
+from shared.schemas import Delivery, Task, TaskQuery, Transcript
 
 _JSON_FIELDS = {"options", "source", "chunk_spans"}
 
@@ -161,6 +163,45 @@ def _decode(raw: Mapping[Any, Any]) -> dict[str, Any]:
     for key in _JSON_FIELDS & fields.keys():
         fields[key] = json.loads(fields[key])
     return fields
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A task as one status poll reads it: the task, its callback attempts, its stored result as raw JSON (when asked
+    for; otherwise only whether there is one) and the id of the last entry of its event stream ("0-0" for none)."""
+
+    task: Task
+    deliveries: list[Delivery]
+    has_result: bool
+    result: bytes | None
+    last_event: str
+
+
+async def snapshot(redis: AsyncRedis, task_id: str, with_result: bool) -> Snapshot:
+    """Read a task for a poll in one round trip on the async client; TaskNotFound if there is none.
+
+    The stream's last id is read first: a change after it is then either in the fields read or in the stream after
+    that id, so a long poll that waits on the stream from there misses none. The result is passed on unparsed: it was
+    validated when the worker stored it, and it never changes after.
+    """
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.xrevrange(keys.events_key(task_id), count=1)
+        pipe.hgetall(keys.task_key(task_id))
+        pipe.lrange(keys.deliveries_key(task_id), 0, -1)  # written by the callback queue
+        if with_result:
+            pipe.get(keys.result_key(task_id))
+        else:
+            pipe.exists(keys.result_key(task_id))
+        last, raw, deliveries, result = await pipe.execute()
+    if not raw:
+        raise TaskNotFound(f"no task with id {task_id!r}")
+    return Snapshot(
+        task=Task.model_validate(_decode(raw)),
+        deliveries=[Delivery.model_validate_json(item) for item in deliveries],
+        has_result=bool(result),
+        result=result if with_result else None,
+        last_event=last[0][0].decode() if last else "0-0",
+    )
 
 
 class TaskStore:

@@ -10,7 +10,7 @@ from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
-from api.auth import authenticate
+from api.auth import authenticate_async
 from api.deps import SettingsDep, StorageDep
 from api.extract import ExtractOptions, extract
 from api.openapi import ERROR_RESPONSES, form_body
@@ -18,7 +18,9 @@ from api.upload import FILE_FIELD, receive_form
 from shared.errors import InvalidRequest
 from shared.schemas import parse
 
-router = APIRouter(prefix="/v1/audio", tags=["audio"], dependencies=[Depends(authenticate)], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/v1/audio", tags=["audio"], dependencies=[Depends(authenticate_async)], responses=ERROR_RESPONSES
+)
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
-from api.auth import authenticate
+from api.auth import authenticate_async
 from api.deps import IdempotencyKey, RedisDep, SettingsDep, StorageDep, TasksDep
 from api.errors import TaskFailed
 from api.openapi import ERROR_RESPONSES, form_body
@@ -26,7 +26,7 @@ from shared.schemas import Task, TaskCreate, parse
 from shared.settings import Settings
 from shared.storage import UploadStorage
 
-router = APIRouter(prefix="/v1", tags=["openai"], responses=ERROR_RESPONSES, dependencies=[Depends(authenticate)])
+router = APIRouter(prefix="/v1", tags=["openai"], responses=ERROR_RESPONSES, dependencies=[Depends(authenticate_async)])
 
 OPENAI_MODEL = "whisper-1"
 POLL_S = 0.1

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
-from api import live
-from api.deps import IdempotencyKey, SettingsDep, StorageDep, TaskId, TasksDep
+from api import live, polling
+from api.deps import AsyncRedisDep, IdempotencyKey, SettingsDep, StorageDep, TaskId, TasksDep
 from api.limits import Slots
 from api.openapi import ERROR_RESPONSES, form_body
 from api.summary import SummaryCreate, SummaryPublic, summarise
 from api.upload import receive_form
-from shared.enums import ResponseFormat
+from shared.enums import ResponseFormat, TaskView
 from shared.schemas import TaskCreate, TaskPage, TaskPublic, TaskQuery, TranscribeOptions
 
 # A slot outlives its stream's lifetime by this much before it lapses (its replica died holding it).
@@ -30,6 +30,32 @@ LastEventId = Annotated[
         pattern=r"^[0-9]{1,19}(-[0-9]{1,19})?$",
     ),
 ]
+View = Annotated[
+    TaskView,
+    Query(
+        description="full: with the result; status: without it (fetch it from /result). / status 不含结果。",
+        examples=["status"],
+    ),
+]
+Wait = Annotated[
+    float,
+    Query(
+        ge=0,
+        le=polling.WAIT_MAX_S,
+        description="With If-None-Match: hold the answer up to this many seconds, until the task changes. / 长轮询。",
+        examples=[30],
+    ),
+]
+IfNoneMatch = Annotated[
+    str | None,
+    Header(
+        description="The ETag of the view you have: 304 while it is still current. / 已有视图的 ETag。",
+        examples=['"5d41402abc4b2a76b9719d911017c592"'],
+    ),
+]
+NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
+    304: {"description": "Not modified: the ETag sent in If-None-Match is still current. / 未变化。"}
+}
 ResultFormat = Annotated[
     ResponseFormat,
     Query(description="Result format. / 结果格式：json、text、srt、vtt、tsv、verbose_json。", examples=["srt"]),
@@ -67,10 +93,20 @@ def list_tasks(request: Request, tasks: TasksDep, query: Annotated[TaskQuery, Qu
     return tasks.list(query, str(request.url.remove_query_params(list(request.query_params))))
 
 
-@router.get("/{task_id}", response_model=TaskPublic)
-def get_task(task_id: TaskId, tasks: TasksDep) -> TaskPublic:
-    """A task's status, progress, timings and, once completed, its result. / 任务状态、进度、耗时，完成后含结果。"""
-    return tasks.describe(task_id)
+@router.get("/{task_id}", response_model=TaskPublic, responses=NOT_MODIFIED)
+async def get_task(
+    task_id: TaskId,
+    tasks: TasksDep,
+    redis: AsyncRedisDep,
+    view: View = TaskView.FULL,
+    wait: Wait = 0.0,
+    if_none_match: IfNoneMatch = None,
+) -> Response:
+    """A task's status, progress, timings and, once completed, its result; with an ETag, and long polls on request.
+
+    任务状态、进度、耗时，完成后含结果；带 ETag，可长轮询。
+    """
+    return await polling.poll(tasks, redis, task_id, view, wait, if_none_match)
 
 
 @router.get("/{task_id}/result", response_class=Response)
