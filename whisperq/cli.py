@@ -46,19 +46,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_api(args: argparse.Namespace) -> int:
     """Serve the API in this process."""
     _watch_lifeline(args)
-    import uvicorn
-
-    from api.main import create_app
+    from whisperq.serve import serve
 
     settings = Settings(**_overrides(args, "api_host", "api_port"))
     _configure_logging(settings)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.api_host,
-        port=settings.api_port,
-        log_level=settings.log_level,
-        log_config=None,
-    )  # uvicorn's lines go through our handler (text or JSON)
+    serve(settings)
     return 0
 
 
