@@ -113,7 +113,7 @@ class Settings(BaseSettings):
         ge=0,
         le=64,
         description="Windows of long files a worker decodes at once, taken from any tasks waiting at the priority "
-        "in hand; 0: 8 on a GPU, 2 on CPU.",
+        "in hand; 0: 8 on a GPU, 1 on CPU (where batching measured slower).",
     )
     split_after_s: float = Field(
         default=300.0, ge=0, description="Audio longer than this is cut at silences into chunks; 0: never split."

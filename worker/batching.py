@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
@@ -20,7 +20,6 @@ from rq.job import Job
 from shared import queues
 from shared.errors import TaskNotFound
 from shared.schemas import Task
-from worker import windows
 from worker.context import WorkerContext
 
 if TYPE_CHECKING:
@@ -33,10 +32,11 @@ _LOOK_AHEAD = 64
 
 
 def width(ctx: WorkerContext) -> int:
-    """Windows decoded at once: the setting, or 8 on a GPU (whose cores one window leaves idle) and 2 on CPU."""
+    """Windows decoded at once: the setting, or 8 on a GPU (whose cores one window leaves idle) and 1 on CPU (where
+    one window keeps the cores busy, and batches measured slower: see README, Long files)."""
     if ctx.settings.batch_windows:
         return ctx.settings.batch_windows
-    return 8 if ctx.engine.device == "cuda" else 2
+    return 8 if ctx.engine.device == "cuda" else 1
 
 
 def task_key(task: Task, language: str | None) -> tuple[str, ...]:
@@ -68,7 +68,7 @@ def more(ctx: WorkerContext, first: ChunkRun) -> list[ChunkRun]:
 
 def _waiting_chunks(ctx: WorkerContext, queue_key: str) -> Iterator[tuple[str, int]]:
     """The chunk jobs near the front of a queue, as (task id, chunk index)."""
-    for raw in ctx.redis.lrange(queue_key, 0, _LOOK_AHEAD - 1):
+    for raw in cast(list[bytes], ctx.redis.lrange(queue_key, 0, _LOOK_AHEAD - 1)):
         task_id, _, index = raw.decode().partition("-")
         if index.isdigit():
             yield task_id, int(index)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -107,14 +108,14 @@ def transcribe_chunk(task_id: str, index: int) -> None:
         decoded = _decode(ctx, runs)
     except WhisperqError as exc:
         for run in runs:
-            _settle(ctx, run, lambda run=run, exc=exc: _raise(exc))
+            _settle(ctx, run, partial(_raise, exc))
         return
     except Exception as exc:
         for run in runs:
             _fail(ctx, run, exc)
         raise
     for run, segments in zip(runs, decoded, strict=True):
-        _settle(ctx, run, lambda run=run, segments=segments: _finish(ctx, run, segments))
+        _settle(ctx, run, partial(_finish, ctx, run, segments))
 
 
 def take(ctx: WorkerContext, task_id: str, index: int) -> ChunkRun | None:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from shared.errors import MediaTooLong, NoAudioStream, UnsupportedMedia
-from shared.schemas import Chunk
 
 SAMPLE_RATE = 16_000
 
@@ -113,13 +112,13 @@ def silences(speech: Sequence[Span], duration: float) -> list[Span]:
     return gaps
 
 
-def plan(speech: Sequence[Span], duration: float, target_s: float, scores: Sequence[float] | None = None) -> list[Span]:
+def plan(speech: Sequence[Span], duration: float, target_s: float, scores: Any = None) -> list[Span]:
     """Chunks covering [0, duration], each at most `target_s` long (so at most one Whisper window) and as full as
     the pauses allow.
 
     A chunk ends in the widest pause in the last fifth of its reach, else in the widest pause in its second half
-    (the likeliest ends of sentences), else in any pause past its first eighth; with none, at the quietest frame of its last two seconds by the
-    VAD's `scores` (32-ms frames), or at its reach without them.
+    (the likeliest ends of sentences), else in the widest pause past its first eighth; with none, at the quietest
+    frame of its last two seconds by the VAD's `scores` (32-ms frames), or at its reach without them.
     """
     quiet = silences(speech, duration)
     chunks, start = [], 0.0
@@ -137,7 +136,7 @@ def plan(speech: Sequence[Span], duration: float, target_s: float, scores: Seque
     return chunks
 
 
-def _quietest(scores: Sequence[float] | None, low: float, high: float) -> float:
+def _quietest(scores: Any, low: float, high: float) -> float:
     """The middle of the frame in [low, high] least likely to be speech; `high` without scores."""
     frame_s = 512 / SAMPLE_RATE
     first, last = max(0, math.ceil(low / frame_s)), math.floor(high / frame_s) - 1

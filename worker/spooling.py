@@ -12,6 +12,7 @@ import wave
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -62,7 +63,7 @@ def spool(media: Path, max_s: float, raw: Path) -> Spooled:
     return Spooled(raw, samples, np.concatenate(scores) if scores else np.zeros(0, np.float32))
 
 
-def speech_spans(scores: Sequence[float], samples: int) -> list[splitting.Span]:
+def speech_spans(scores: Any, samples: int) -> list[splitting.Span]:
     """Where the scores say there is speech, in seconds: faster-whisper's get_speech_timestamps rules, as used
     by splitting.speech_spans (no shortest speech, no longest), on scores computed elsewhere."""
     spans: list[list[int]] = []

@@ -8,8 +8,9 @@ not silence) is decoded again on its own, by the engine's one-window-at-a-time p
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,10 @@ from worker import engine as engines
 
 RATE = 16_000
 WINDOW_S = 30.0
+# A segment Whisper leaves open is marked with this `seek` until its window is settled.
+_OPEN = -1
+# An open segment that starts this close to its window's end is kept as it is.
+_SHORTEST_REST_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -43,20 +48,110 @@ def batch_key(window: Window) -> tuple[str, ...]:
     return (window.task_type.value, window.language, options)
 
 
-def decode(engine: engines.Engine, windows: Sequence[Window]) -> list[list[Segment]]:
-    """Each window's segments (times within the window), in the order given; windows of one batch_key only."""
+def decode(engine: engines.Engine, windows: Sequence[Window], tails: bool = True) -> list[list[Segment]]:
+    """Each window's segments (times within the window), in the order given; windows of one batch_key only.
+
+    Where Whisper leaves a window's last segment open (its words run on past the end, as it judges), the rest of
+    the window from that segment's start is decoded again, those rests together in one more batch (`tails`).
+    """
     if not windows:
         return []
     if len({batch_key(window) for window in windows}) > 1:
         raise ValueError("windows of different tasks, languages or options cannot share a batch")
     first = windows[0]
-    pipeline = _pipeline(engine)
     tokenizer = _tokenizer(engine, first)
     options = _options(engine, tokenizer, first.options)
     features = np.stack([_features(engine, window.samples) for window in windows])
-    metadata = [{"offset": 0.0, "duration": min(window.duration, WINDOW_S)} for window in windows]
-    outputs = pipeline.forward(features, tokenizer, metadata, options)
-    return [_settle(engine, window, raw) for window, raw in zip(windows, outputs, strict=True)]
+    encoded, outputs = _pipeline(engine).generate_segment_batched(features, tokenizer, options)
+    parts = [_parts(engine, tokenizer, output, window) for output, window in zip(outputs, windows, strict=True)]
+    if options.word_timestamps:
+        sizes = [_frames(engine, window) for window in windows]
+        engine.model.add_word_timestamps(
+            parts, tokenizer, encoded, sizes, options.prepend_punctuations, options.append_punctuations, 0.0
+        )
+    decoded = [_settle(engine, window, raw) for window, raw in zip(windows, parts, strict=True)]
+    return [_numbered(segments) for segments in (_redo_tails(engine, windows, decoded) if tails else decoded)]
+
+
+def _redo_tails(engine: engines.Engine, windows: Sequence[Window], decoded: list[list[Segment]]) -> list[list[Segment]]:
+    """The open last segments decoded again from their start, in one batch, and put in their windows' place."""
+    opened = [
+        (index, _rest_from(segments)) for index, segments in enumerate(decoded) if _open(segments, windows[index])
+    ]
+    opened = [(index, start) for index, start in opened if start > 0]  # a window open from its start stays as it is
+    if not opened:
+        return decoded
+    rests = [replace(windows[index], samples=windows[index].samples[round(start * RATE) :]) for index, start in opened]
+    for (index, start), redone in zip(opened, decode(engine, rests, tails=False), strict=True):
+        kept = [_ending_by(segment, start) for segment in decoded[index] if segment.start < start]
+        decoded[index] = [*kept, *(_later(segment, start) for segment in redone)]
+    return decoded
+
+
+def _rest_from(segments: list[Segment]) -> float:
+    """Where to decode an open segment again from: the end of the segment before it (Whisper may place the open
+    one's start after its first word), else its own start."""
+    return segments[-2].end if len(segments) > 1 else segments[-1].start
+
+
+def _open(segments: list[Segment], window: Window) -> bool:
+    """True where the last segment was left open by Whisper (marked by `_parts`) well before the window's end."""
+    return bool(segments) and segments[-1].seek == _OPEN and segments[-1].start < window.duration - _SHORTEST_REST_S
+
+
+def _later(segment: Segment, offset: float) -> Segment:
+    """A segment decoded from `offset` seconds into its window, placed on the window's timeline."""
+    words = [w.model_copy(update={"start": w.start + offset, "end": w.end + offset}) for w in segment.words or []]
+    update: dict[str, Any] = {"start": round(segment.start + offset, 3), "end": round(segment.end + offset, 3)}
+    if segment.words is not None:
+        update["words"] = words
+    return segment.model_copy(update=update)
+
+
+def _ending_by(segment: Segment, limit: float) -> Segment:
+    """A segment whose end (and words) do not run past `limit`, where the next one starts."""
+    if segment.end <= limit:
+        return segment
+    words = [w.model_copy(update={"start": min(w.start, limit), "end": min(w.end, limit)}) for w in segment.words or []]
+    return segment.model_copy(update={"end": limit, "words": words if segment.words is not None else None})
+
+
+def _numbered(segments: list[Segment]) -> list[Segment]:
+    return [segment.model_copy(update={"id": index, "seek": 0}) for index, segment in enumerate(segments, 1)]
+
+
+def _frames(engine: engines.Engine, window: Window) -> int:
+    return int(math.ceil(min(window.duration, WINDOW_S)) * engine.model.frames_per_second)
+
+
+def _parts(engine: engines.Engine, tokenizer: Any, output: dict[str, Any], window: Window) -> list[dict[str, Any]]:
+    """A window's output cut into segments at its timestamps, the last one kept even if Whisper left it open.
+
+    Decoding one file, Whisper leaves a segment open where it runs on into the next window, and faster-whisper
+    drops it to decode it again from there; a window here has no next one, so its open segment runs to its end.
+    """
+    from faster_whisper.transcribe import get_compression_ratio
+
+    tokens, duration = output["tokens"], min(window.duration, WINDOW_S)
+    parts: list[dict[str, Any]]
+    parts, _, closed = engine.model._split_segments_by_timestamps(
+        tokenizer=tokenizer,
+        tokens=tokens,
+        time_offset=0.0,
+        segment_size=_frames(engine, window),
+        segment_duration=duration,
+        seek=0,
+    )
+    used = sum(len(part["tokens"]) for part in parts)
+    if not closed and used < len(tokens):
+        tail = tokens[used:]
+        start = (tail[0] - tokenizer.timestamp_begin) * engine.model.time_precision
+        parts.append({"seek": _OPEN, "start": start, "end": duration, "tokens": tail})
+    for part in parts:
+        text = tokenizer.decode(part["tokens"])
+        part.update(text=text, compression_ratio=get_compression_ratio(text), avg_logprob=output["avg_logprob"])
+        part["no_speech_prob"] = output["no_speech_prob"]
+    return parts
 
 
 def _settle(engine: engines.Engine, window: Window, raw: list[dict[str, Any]]) -> list[Segment]:
@@ -65,7 +160,8 @@ def _settle(engine: engines.Engine, window: Window, raw: list[dict[str, Any]]) -
         return []
     if _fails(raw, window.options):
         return _redo(engine, window)
-    return [_segment(index, part, window.options.temperature[0]) for index, part in enumerate(raw, 1)]
+    segments = [_segment(index, part, window.options.temperature[0]) for index, part in enumerate(raw, 1)]
+    return [segment for segment in segments if segment.text.strip() or segment.seek == _OPEN]
 
 
 def _silent(raw: list[dict[str, Any]], options: TranscribeOptions) -> bool:
@@ -124,9 +220,17 @@ def _options(engine: engines.Engine, tokenizer: Any, options: TranscribeOptions)
 
 
 def _features(engine: engines.Engine, samples: np.ndarray) -> np.ndarray:
-    from faster_whisper.audio import pad_or_trim
+    """The window's log-Mel features, padded with silence to 30 s.
 
-    return pad_or_trim(engine.model.feature_extractor(samples)[..., :-1])
+    Padding the samples (as Whisper does), not the features with zeros (as faster-whisper does), lets the model
+    hear that speech ends before the window does, so it closes the window's last segment instead of leaving it
+    open for a next window.
+    """
+    padded = np.zeros(round(WINDOW_S * RATE), np.float32)
+    padded[: min(len(samples), len(padded))] = samples[: len(padded)]
+    frames = engine.model.feature_extractor.nb_max_frames
+    features: np.ndarray = engine.model.feature_extractor(padded)[..., :frames]
+    return features
 
 
 def _fails(raw: list[dict[str, Any]], options: TranscribeOptions) -> bool:

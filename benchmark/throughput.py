@@ -1,0 +1,195 @@
+"""Throughput of this code against an earlier commit's, measured side by side on the same machine in one run.
+
+python -m benchmark.throughput [--baseline REV] [--model tiny.en] [--runs 3] [--clips 60] [--only mixed,long,...]
+
+The earlier commit (--baseline, default the commit before long files were cut into one-window chunks) is
+exported from git into a scratch folder; its stacks run from there with its own defaults, ours from here.
+
+- mixed: the 16-minute file and --clips short English dev clips, submitted together at normal priority, one
+  worker: audio seconds per wall second, ours over the baseline's; WER of the long file and of the clips.
+- long: the 16-minute file alone on one worker: ours over the baseline's unsplit time (the baseline with
+  splitting off), and ours on two workers (one CPU thread each) over ours on one (one thread).
+- memory: peak worker memory (VmHWM) splitting the 16-minute file, and a 2-hour file made of it joined 8 times.
+Every figure is the median of --runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from benchmark.dataset import Filters, load_manifest
+from benchmark.longfiles import DATA, LONG, Client
+from benchmark.scoring import error_rates, normalise
+from benchmark.service import local_service
+from shared.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+# The last commit before long files were cut into one-window chunks decoded as windows.
+BASELINE = "b59e3b7"
+# The baseline's defaults where ours differ.
+BASELINE_DEFAULTS = {"chunk_target_s": 15.0}
+
+
+@contextmanager
+def code_of(revision: str | None) -> Iterator[None]:
+    """Run what starts inside from `revision`'s tree (exported by git), or from this tree for None."""
+    if revision is None:
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="whisperq-baseline-") as tree:
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", revision], check=True, capture_output=True)
+        subprocess.run(["tar", "-x", "-C", tree], input=archive.stdout, check=True)
+        here, path = Path.cwd(), os.environ.get("PYTHONPATH")
+        os.chdir(tree)  # `python -m whisperq` takes the package from the working folder first
+        os.environ["PYTHONPATH"] = tree
+        try:
+            yield
+        finally:
+            os.chdir(here)
+            if path is None:
+                os.environ.pop("PYTHONPATH", None)
+            else:
+                os.environ["PYTHONPATH"] = path
+
+
+@contextmanager
+def stack(revision: str | None, model: str, workers: int, **overrides: Any) -> Iterator[Any]:
+    """A fresh local stack of `revision`'s code (ours for None) with these settings."""
+    defaults = BASELINE_DEFAULTS if revision is not None else {}
+    settings = Settings().model_copy(update={**defaults, **overrides})
+    with code_of(revision), local_service(settings, model, workers) as service:
+        yield service
+
+
+def short_clips(count: int) -> list[Any]:
+    """`count` short English dev clips with exact or scripted references, spread over the sources."""
+    clips = [c for c in load_manifest(DATA / "manifest.tsv") if c.duration and c.duration <= 30]
+    return Filters(languages=frozenset({"en"}), ref_qualities=frozenset({"exact", "script"}), max_clips=count).apply(
+        clips
+    )
+
+
+def mixed_once(revision: str | None, model: str, clips: list[Any]) -> dict[str, float]:
+    """One run of the mixed load: audio per wall second, and the WER of the long file and of the clips."""
+    with stack(revision, model, 1) as service:
+        client = Client(service.url, model)
+        started = time.perf_counter()
+        paths = [LONG, *(clip.audio for clip in clips)]
+        with ThreadPoolExecutor(4) as pool:
+            ids = list(pool.map(lambda path: client.submit(path, priority="normal")[0], paths))
+            tasks = list(pool.map(client.wait, ids))
+        wall = time.perf_counter() - started
+    audio = sum(task["duration"] for task in tasks)
+    long_reference = normalise(LONG.with_suffix(".txt").read_text(), "en")
+    long_wer = error_rates([long_reference], [normalise(tasks[0]["result"]["text"], "en")])[0]
+    references = [normalise(clip.reference, "en") for clip in clips]
+    clip_wer = error_rates(references, [normalise(task["result"]["text"], "en") for task in tasks[1:]])[0]
+    return {"audio_per_s": audio / wall, "wall": wall, "long_wer": long_wer * 100, "clips_wer": clip_wer * 100}
+
+
+def mixed(baseline: str, model: str, runs: int, count: int) -> None:
+    clips = short_clips(count)
+    print(f"\n## Mixed load: {LONG.name} + {len(clips)} short dev clips at normal priority, one worker ({model})\n")
+    print("| code | audio s per wall s (median) | runs | WER long % | WER clips % |")
+    print("|---|---|---|---|---|")
+    medians = {}
+    for label, revision in (("baseline " + baseline, baseline), ("this", None)):
+        results = [mixed_once(revision, model, clips) for _ in range(runs)]
+        medians[label] = statistics.median(r["audio_per_s"] for r in results)
+        shown = ", ".join(f"{r['audio_per_s']:.2f}" for r in results)
+        long_wer = statistics.median(r["long_wer"] for r in results)
+        clips_wer = statistics.median(r["clips_wer"] for r in results)
+        print(f"| {label} | {medians[label]:.2f} | {shown} | {long_wer:.2f} | {clips_wer:.2f} |")
+    print(f"\nthis over baseline: **{medians['this'] / medians['baseline ' + baseline]:.2f}×**")
+
+
+def timed(revision: str | None, model: str, workers: int, path: Path, runs: int, **overrides: Any) -> list[float]:
+    """End-to-end seconds of `path` alone, `runs` times on one fresh stack."""
+    with stack(revision, model, workers, **overrides) as service:
+        client = Client(service.url, model)
+        return [client.run(path, priority="normal")[1] for _ in range(runs)]
+
+
+def long_alone(baseline: str, model: str, runs: int) -> None:
+    print(f"\n## {LONG.name} alone ({model}), median of {runs}\n")
+    print("| code | path | workers (CPU threads each) | seconds (median) | runs |")
+    print("|---|---|---|---|---|")
+    rows: list[tuple[str, str | None, str, int, dict[str, Any]]] = [
+        ("baseline " + baseline, baseline, "unsplit", 1, {"split_after_s": 0.0, "cpu_threads": 0}),
+        ("this", None, "split", 1, {"cpu_threads": 0}),
+        ("this", None, "split", 1, {"cpu_threads": 1}),
+        ("this", None, "split", 2, {"cpu_threads": 1}),
+    ]
+    medians = []
+    for label, revision, path, workers, overrides in rows:
+        times = timed(revision, model, workers, LONG, runs, **overrides)
+        medians.append(statistics.median(times))
+        threads = overrides["cpu_threads"] or "default"
+        shown = ", ".join(f"{t:.1f}" for t in times)
+        print(f"| {label} | {path} | {workers} ({threads}) | {medians[-1]:.1f} | {shown} |")
+    print(f"\nthis, one worker, over the baseline unsplit: **{medians[1] / medians[0]:.2f}×**")
+    print(f"this, two workers of one thread over one: **{medians[3] / medians[2]:.2f}×**")
+
+
+def joined(path: Path, times: int, folder: Path) -> Path:
+    """A FLAC file of `path` played `times` times in a row."""
+    out = folder / f"{path.stem}_x{times}.flac"
+    import av
+
+    with av.open(str(out), "w") as sink:
+        stream = sink.add_stream("flac", rate=16000, layout="mono")
+        for _ in range(times):
+            with av.open(str(path)) as source:
+                resampler = av.AudioResampler(format="s16", layout="mono", rate=16000)
+                for frame in source.decode(audio=0):
+                    frame.pts = None
+                    for part in resampler.resample(frame):
+                        sink.mux(stream.encode(part))
+        sink.mux(stream.encode(None))
+    return out
+
+
+def memory(model: str) -> None:
+    print(f"\n## Peak worker memory splitting long files ({model}, one worker)\n")
+    print("| file | audio min | peak worker MiB | seconds |")
+    print("|---|---|---|---|")
+    with tempfile.TemporaryDirectory(prefix="whisperq-long-") as folder:
+        two_hours = joined(LONG, 8, Path(folder))
+        peaks = []
+        for path in (LONG, two_hours):
+            with stack(None, model, 1, max_media_duration_s=4 * 3600.0) as service:
+                task, seconds = Client(service.url, model).run(path, priority="normal")
+                peaks.append(service.worker_peak_memory_mb())
+            print(f"| {path.name} | {task['duration'] / 60:.1f} | {peaks[-1]:.0f} | {seconds:.1f} |")
+    print(f"\n2-hour over 16-minute peak: **{peaks[1] / peaks[0]:.2f}×**")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--baseline", default=BASELINE)
+    parser.add_argument("--model", default="tiny.en")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--clips", type=int, default=60)
+    parser.add_argument("--only", default="mixed,long,memory")
+    args = parser.parse_args()
+    chosen = set(args.only.split(","))
+    if "mixed" in chosen:
+        mixed(args.baseline, args.model, args.runs, args.clips)
+    if "long" in chosen:
+        long_alone(args.baseline, args.model, args.runs)
+    if "memory" in chosen:
+        memory(args.model)
+
+
+if __name__ == "__main__":
+    main()
