@@ -69,7 +69,8 @@ class EventLog:
 async def wait_after(redis: AsyncRedis, task_id: str, last_id: str, timeout_s: float) -> bool:
     """Wait until the task's stream has an event after `last_id`, or `timeout_s` passes; True if one came.
 
-    A blocking XREAD on the async client: the waiting request holds a Redis connection, but no thread and no loop.
+    A blocking XREAD on the async client: the waiting request holds a Redis connection, but no thread, and the event
+    loop serves other requests meanwhile.
     """
     block_ms = max(1, round(timeout_s * 1000))  # 0 would block for ever
     return bool(await redis.xread({keys.events_key(task_id): last_id}, count=1, block=block_ms))

@@ -231,8 +231,8 @@ class Settings(BaseSettings):
         default=1,
         ge=1,
         le=64,
-        description="Processes `whisperq api` serves the API in, on one port; 2 answered status polls about 1.2 to "
-        "1.5 times as fast as 1 on 2 cores.",
+        description="Processes `whisperq api` serves the API in, sharing its port: more than 1 where the API has "
+        "cores to itself.",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Log level.")
 
