@@ -62,6 +62,11 @@ def worker_count(redis: Redis, model: str) -> int:
     return sum(1 for worker in live_workers(redis) if worker.model == model)
 
 
+def window_slots(redis: Redis, model: str) -> int:
+    """How many windows of long files the live queued-task workers of this model decode at once, together."""
+    return sum(worker.batch for worker in live_workers(redis) if worker.model == model and worker.role != "live")
+
+
 def served_models(redis: Redis) -> list[str]:
     """Models at least one live worker serves, sorted."""
     return sorted({worker.model for worker in live_workers(redis)})

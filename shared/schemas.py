@@ -596,3 +596,4 @@ class WorkerInfo(BaseModel):
     started_at: datetime
     role: Literal["batch", "live", "both"] = Field(default="batch", description="Queued tasks, live sessions, or both.")
     live_slots: int = Field(default=0, description="Live sessions it serves at once (0 for a batch worker).")
+    batch: int = Field(default=1, description="Windows of long files it decodes at once.")

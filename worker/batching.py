@@ -20,6 +20,7 @@ from rq.job import Job
 from shared import queues
 from shared.errors import TaskNotFound
 from shared.schemas import Task
+from shared.settings import Settings
 from worker.context import WorkerContext
 
 if TYPE_CHECKING:
@@ -31,12 +32,12 @@ log = logging.getLogger(__name__)
 _LOOK_AHEAD = 64
 
 
-def width(ctx: WorkerContext) -> int:
+def width(settings: Settings, device: str) -> int:
     """Windows decoded at once: the setting, or 8 on a GPU (whose cores one window leaves idle) and 1 on CPU (where
     one window keeps the cores busy, and batches measured slower: see README, Long files)."""
-    if ctx.settings.batch_windows:
-        return ctx.settings.batch_windows
-    return 8 if ctx.engine.device == "cuda" else 1
+    if settings.batch_windows:
+        return settings.batch_windows
+    return 8 if device == "cuda" else 1
 
 
 def task_key(task: Task, language: str | None) -> tuple[str, ...]:
@@ -49,7 +50,7 @@ def more(ctx: WorkerContext, first: ChunkRun) -> list[ChunkRun]:
     """Chunks taken from the queue of the first to share its batch: compatible ones, in queue order, up to the width."""
     from worker.chunk_jobs import take
 
-    room = width(ctx) - 1
+    room = width(ctx.settings, ctx.engine.device) - 1
     if room <= 0:
         return []
     want = task_key(first.task, first.split.language)

@@ -104,6 +104,7 @@ def transcribe_chunk(task_id: str, index: int) -> None:
     if first is None:
         return
     runs = [run for run in [first, *batching.more(ctx, first)] if _active(ctx, run)]
+    log.info("decoding a batch of %d windows: %s", len(runs), " ".join(f"{r.task.id}-{r.index}" for r in runs))
     try:
         decoded = _decode(ctx, runs)
     except WhisperqError as exc:
@@ -203,8 +204,8 @@ def _finish(ctx: WorkerContext, run: ChunkRun, decoded: list[Segment]) -> None:
 
 
 def _queue_more(ctx: WorkerContext, task: Task, count: int) -> None:
-    """Queue the next pending chunks, keeping one per live worker of the model queued or in hand."""
-    want = fleet.worker_count(ctx.redis, task.model)
+    """Queue the next pending chunks, keeping as many queued or in hand as the model's workers decode at once."""
+    want = fleet.window_slots(ctx.redis, task.model)
     queues.enqueue_chunks(ctx.redis, task, ctx.stores.chunks.take(task.id, count, want), ctx.settings.task_ttl_s)
 
 

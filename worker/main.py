@@ -23,7 +23,7 @@ from shared.lifecycle import Lifecycle
 from shared.schemas import WorkerInfo
 from shared.settings import Settings
 from shared.stores import Stores
-from worker import context
+from worker import batching, context
 from worker.callbacks import Deliverer
 from worker.control import ColdStop
 from worker.engine import Engine, load_engine
@@ -121,6 +121,7 @@ def worker_info(worker_id: str, engine: Engine, gpu: str | None, settings: Setti
     return WorkerInfo(
         role=settings.role,
         live_slots=settings.live_slots if settings.role != "batch" else 0,
+        batch=batching.width(settings, engine.device),
         id=worker_id,
         model=engine.name,
         device=engine.device,

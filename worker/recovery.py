@@ -149,7 +149,7 @@ class Janitor:
         if split.finished == len(split.chunks):  # the worker that finished the last chunk died before stitching
             return [task.id] if stitch.finish(task, self.chunks, self.lifecycle) else []
         recovered: list[str] = []
-        want = fleet.worker_count(self.redis, task.model)  # workers may have come or gone since the split
+        want = fleet.window_slots(self.redis, task.model)  # workers may have come or gone since the split
         queued = self.chunks.take(task.id, len(split.chunks), want)
         queues.enqueue_chunks(self.redis, task, queued, self.settings.task_ttl_s)
         for state in split.chunks:

@@ -1,0 +1,122 @@
+"""Batches of windows: what may share one, in what order they are taken, and nothing lost when a worker dies."""
+
+from __future__ import annotations
+
+import re
+import signal
+from collections.abc import Callable
+
+import httpx
+import jiwer
+import numpy as np
+import pytest
+from redis import Redis
+
+from benchmark.scoring import normalise
+from shared import fleet
+from shared.enums import TaskType
+from shared.schemas import TranscribeOptions
+from shared.settings import Settings
+from tests.conftest import DATA, JFK, StartWorker, manifest, submit, wait_for
+from tests.worker.test_long import finished
+from worker import splitting, windows
+
+# A 73-s recording cut into chunks of at most 10 s: eight windows, decoded three or four at a time.
+DEMO = DATA / "audio" / "asterisk" / "en" / "demo-instruct.opus"
+BATCHED = {"split_after_s": 20.0, "chunk_target_s": 10.0, "batch_windows": 3}
+BATCH_LINE = re.compile(r"decoding a batch of (\d+) windows: (.*)")
+
+
+@pytest.fixture(scope="module")
+def engine() -> windows.engines.Engine:
+    from worker.engine import load_engine
+
+    return load_engine(Settings(model="tiny.en"))
+
+
+def window(samples: np.ndarray, **options: object) -> windows.Window:
+    return windows.Window(samples, TaskType.TRANSCRIBE, "en", TranscribeOptions(language="en", **options))
+
+
+def batches(log: str) -> list[list[str]]:
+    """The chunk jobs of each batch a worker decoded, from its log."""
+    return [match.group(2).split() for match in BATCH_LINE.finditer(log)]
+
+
+def test_windows_decoded_together_read_as_each_alone(engine: windows.engines.Engine) -> None:
+    clips = [splitting.decode(JFK, 60), splitting.decode(DEMO, 600)[: 25 * splitting.SAMPLE_RATE]]
+    together = windows.decode(engine, [window(samples) for samples in clips])
+    alone = [windows.decode(engine, [window(samples)])[0] for samples in clips]
+    assert [[s.text for s in segments] for segments in together] == [[s.text for s in segments] for segments in alone]
+    reference = normalise(
+        "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country.",
+        "en",
+    )
+    assert jiwer.wer(reference, normalise(" ".join(s.text for s in together[0]), "en")) < 0.1
+
+
+def test_only_windows_of_one_task_type_language_and_options_share_a_batch(engine: windows.engines.Engine) -> None:
+    samples = splitting.decode(JFK, 60)
+    for other in (window(samples, beam_size=1), window(samples, word_timestamps=True)):
+        with pytest.raises(ValueError, match="cannot share a batch"):
+            windows.decode(engine, [window(samples), other])
+    translated = windows.Window(samples, TaskType.TRANSLATE, "en", TranscribeOptions(language="en"))
+    assert windows.batch_key(translated) != windows.batch_key(window(samples))
+    assert windows.batch_key(window(samples, temperature=[0.0])) != windows.batch_key(window(samples))
+
+
+@pytest.mark.slow
+def test_a_worker_batches_waiting_chunks_in_queue_order_and_only_compatible_ones(
+    api_factory: Callable[..., httpx.Client], served: Callable[[str], None], start_worker: StartWorker
+) -> None:
+    served("tiny.en")
+    # Four windows at a time, four chunks of each task queued at once: the ninth window of the two plain tasks
+    # share a batch, the greedy task's never join theirs, and the low task's wait for all of them.
+    wide = {**BATCHED, "batch_windows": 4}
+    api = api_factory(**wide)
+    plain = [submit(api, DEMO, language="en").json()["id"] for _ in range(2)]
+    greedy = submit(api, DEMO, language="en", beam_size="1").json()["id"]
+    low = submit(api, DEMO, language="en", priority="low").json()["id"]
+    worker = start_worker(burst=True, **wide)
+    log = worker.finish(timeout_s=900)
+    for task_id in [*plain, greedy, low]:
+        assert finished(api, task_id)["status"] == "completed"
+    taken = batches(log)
+    assert max(len(batch) for batch in taken) == 4, "the worker fills its batches"
+    options_of = {plain[0]: "plain", plain[1]: "plain", greedy: "greedy", low: "low"}
+    for batch in taken:
+        kinds = {options_of[job.split("-")[0]] for job in batch}
+        assert len(kinds) == 1, f"a batch mixes tasks that cannot share one: {batch}"
+    assert any(len({job.split("-")[0] for job in batch}) > 1 for batch in taken), "windows of two tasks share one"
+    first_low = next(i for i, batch in enumerate(taken) if batch[0].startswith(low))
+    assert all(not batch[0].startswith(low) for batch in taken[:first_low])
+    assert all(job.split("-")[0] == low for batch in taken[first_low:] for job in batch), "low waits for the rest"
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_batch_loses_nothing(
+    api_factory: Callable[..., httpx.Client],
+    served: Callable[[str], None],
+    start_worker: StartWorker,
+    redis: Redis,
+    settings: Settings,
+) -> None:
+    served("tiny.en")
+    api = api_factory(**BATCHED)
+    task_id = submit(api, DEMO, language="en").json()["id"]
+    doomed = start_worker(burst=False, worker_ttl_s=5, **BATCHED)
+
+    def batch_in_hand() -> bool:
+        held = fleet.holdings(redis, [w.id for w in fleet.live_workers(redis)])
+        return any(len(jobs) > 1 for jobs in held.values())
+
+    wait_for(batch_in_hand, timeout_s=300, every_s=0.02)
+    doomed.send_signal(signal.SIGKILL)
+    doomed.wait()
+    start_worker(burst=False, worker_ttl_s=5, **BATCHED)
+    done = finished(api, task_id, timeout_s=600)
+    assert done["status"] == "completed", done["error"]
+    assert done["chunks_done"] == done["chunks"]
+    reference = normalise(manifest()["ast_en_demo-instruct"]["reference"], "en")
+    assert jiwer.wer(reference, normalise(done["result"]["text"], "en")) < 0.25, "every window's words are there"
+    assert list(settings.uploads.iterdir()) == []
