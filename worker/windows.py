@@ -117,7 +117,26 @@ def _ending_by(segment: Segment, limit: float) -> Segment:
 
 
 def _numbered(segments: list[Segment]) -> list[Segment]:
-    return [segment.model_copy(update={"id": index, "seek": 0}) for index, segment in enumerate(segments, 1)]
+    """The window's segments numbered from 1, their times (and their words') never running backwards."""
+    ordered, floor = [], 0.0
+    for index, segment in enumerate(segments, 1):
+        start = max(segment.start, floor)
+        end = max(segment.end, start)
+        words = _words_within(segment.words, start, end) if segment.words is not None else None
+        ordered.append(segment.model_copy(update={"id": index, "seek": 0, "start": start, "end": end, "words": words}))
+        floor = end
+    return ordered
+
+
+def _words_within(words: list[Word], start: float, end: float) -> list[Word]:
+    """Words kept inside their segment, each starting where the one before ended at the earliest."""
+    placed, floor = [], start
+    for word in words:
+        first = min(max(word.start, floor), end)
+        last = min(max(word.end, first), end)
+        placed.append(word.model_copy(update={"start": first, "end": last}))
+        floor = last
+    return placed
 
 
 def _frames(engine: engines.Engine, window: Window) -> int:
