@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
@@ -21,10 +21,8 @@ from shared import queues
 from shared.errors import TaskNotFound
 from shared.schemas import Task
 from shared.settings import Settings
+from worker.chunk_runs import ChunkRun, take
 from worker.context import WorkerContext
-
-if TYPE_CHECKING:
-    from worker.chunk_jobs import ChunkRun
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +46,6 @@ def task_key(task: Task, language: str | None) -> tuple[str, ...]:
 
 def more(ctx: WorkerContext, first: ChunkRun) -> list[ChunkRun]:
     """Chunks taken from the queue of the first to share its batch: compatible ones, in queue order, up to the width."""
-    from worker.chunk_jobs import take
-
     room = width(ctx.settings, ctx.engine.device) - 1
     if room <= 0:
         return []

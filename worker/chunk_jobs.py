@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from shared import fleet, logs, metrics, queues
-from shared.chunks import Split, chunk_fence
-from shared.errors import TaskNotFound, WhisperqError
-from shared.fencing import Fence
+from shared.errors import WhisperqError
 from shared.schemas import Chunk, Segment, Task
 from shared.store import run_fence
 from worker import batching, context, engine, splitting, spooling, stitch, windows
+from worker.chunk_runs import ChunkRun, take
 from worker.context import WorkerContext
 from worker.control import ChunkTaken, TaskCancelled
 from worker.deadline import deadline
@@ -75,26 +73,6 @@ def _cut(ctx: WorkerContext, task: Task, path: Path) -> tuple[list[Chunk], dict[
     return chunks, fields
 
 
-@dataclass(frozen=True)
-class ChunkRun:
-    """One run of one chunk: its task, the plan it belongs to, and its attempt number (the run's token)."""
-
-    task: Task
-    split: Split
-    index: int
-    attempt: int
-
-    @property
-    def chunk(self) -> Chunk:
-        """The chunk's place on the timeline."""
-        return self.split.chunks[self.index].chunk
-
-    @property
-    def fences(self) -> list[Fence]:
-        """Its writes count while the task's run that made the plan, and this run of the chunk, both hold."""
-        return [run_fence(self.task.id, self.split.run), chunk_fence(self.task.id, self.index, self.attempt)]
-
-
 def transcribe_chunk(task_id: str, index: int) -> None:
     """Run one chunk of a split task, with any waiting chunks that fit its batch; whoever finishes a task's last
     chunk stitches its result."""
@@ -117,22 +95,6 @@ def transcribe_chunk(task_id: str, index: int) -> None:
         raise
     for run, segments in zip(runs, decoded, strict=True):
         _settle(ctx, run, partial(_finish, ctx, run, segments))
-
-
-def take(ctx: WorkerContext, task_id: str, index: int) -> ChunkRun | None:
-    """Claim a queued chunk for this worker; None if its task is gone or ended, or the chunk is done or in hand."""
-    try:
-        task = ctx.stores.tasks.get(task_id)
-    except TaskNotFound:
-        log.info("task %s no longer exists; skipping chunk %d", task_id, index)
-        return None
-    attempt = ctx.stores.chunks.claim(task_id, index, ctx.worker_id)
-    split = ctx.stores.chunks.load(task_id) if attempt else None
-    if split is None:
-        log.info("chunk %d of task %s is done or in hand already, or its task has ended; skipping", index, task_id)
-        ctx.lifecycle.release(task)
-        return None
-    return ChunkRun(task, split, index, attempt)
 
 
 def _active(ctx: WorkerContext, run: ChunkRun) -> bool:
