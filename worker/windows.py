@@ -117,9 +117,9 @@ def _ending_by(segment: Segment, limit: float) -> Segment:
 
 
 def _numbered(segments: list[Segment]) -> list[Segment]:
-    """The window's segments numbered from 1, their times (and their words') never running backwards."""
+    """The window's segments with text, numbered from 1, their times (and their words') never running backwards."""
     ordered, floor = [], 0.0
-    for index, segment in enumerate(segments, 1):
+    for index, segment in enumerate([segment for segment in segments if segment.text.strip()], 1):
         start = max(segment.start, floor)
         end = max(segment.end, start)
         words = _words_within(segment.words, start, end) if segment.words is not None else None

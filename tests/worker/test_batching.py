@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import re
 import signal
+import uuid
+import wave
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import jiwer
@@ -13,13 +16,19 @@ import pytest
 from redis import Redis
 
 from benchmark.scoring import normalise
-from shared import fleet
-from shared.enums import TaskType
-from shared.schemas import TranscribeOptions
+from shared import fleet, queues
+from shared.clock import utcnow
+from shared.enums import Priority, TaskStatus, TaskType
+from shared.lifecycle import Lifecycle
+from shared.schemas import Chunk, Source, Task, TranscribeOptions
 from shared.settings import Settings
+from shared.store import run_fence
+from shared.stores import Stores
 from tests.conftest import DATA, JFK, StartWorker, manifest, submit, wait_for
 from tests.worker.test_long import finished
-from worker import splitting, windows
+from worker import batching, chunk_jobs, splitting, windows
+from worker.chunk_runs import take
+from worker.context import WorkerContext
 
 # A 73-s recording cut into chunks of at most 10 s: eight windows, decoded three or four at a time.
 DEMO = DATA / "audio" / "asterisk" / "en" / "demo-instruct.opus"
@@ -120,3 +129,68 @@ def test_a_worker_killed_mid_batch_loses_nothing(
     reference = normalise(manifest()["ast_en_demo-instruct"]["reference"], "en")
     assert jiwer.wer(reference, normalise(done["result"]["text"], "en")) < 0.25, "every window's words are there"
     assert list(settings.uploads.iterdir()) == []
+
+
+def split_task(redis: Redis, stores: Stores, chunks: int, **fields: Any) -> Task:
+    """A task split into `chunks` chunks of the JFK clip by a run of its own, every chunk's job queued."""
+    upload = stores.storage.receive(max_bytes=1 << 30)
+    upload.write(JFK.read_bytes())
+    upload.commit()
+    task = Task(
+        id=uuid.uuid4().hex,
+        status=TaskStatus.QUEUED,
+        task_type=TaskType.TRANSCRIBE,
+        priority=fields.pop("priority", Priority.NORMAL),
+        model="tiny.en",
+        options=fields.pop("options", TranscribeOptions()),
+        source=Source(),
+        created_at=utcnow(),
+        upload_name=upload.name,
+    )
+    pipe = redis.pipeline()
+    pipe.multi()
+    stores.tasks.create(task, pipe)
+    pipe.execute()
+    run = stores.tasks.start(task, "splitter", TaskStatus.PROCESSING)
+    stores.tasks.update(task.id, [run_fence(task.id, run)], language="en")
+    plan = [Chunk(index=i, start=11.0 * i, end=11.0 * (i + 1)) for i in range(chunks)]
+    samples = (splitting.decode(JFK, 60) * 32767).astype("<i2")
+    for chunk in plan:
+        path = stores.storage.chunk_path(task.id, chunk.index, run)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with wave.open(str(path), "wb") as out:
+            out.setnchannels(1), out.setsampwidth(2), out.setframerate(splitting.SAMPLE_RATE)
+            out.writeframes(samples.tobytes())
+    assert stores.chunks.create(task.id, plan, "en", 1.0, run)
+    task = task.model_copy(update={"run": run, "language": "en"})
+    queues.enqueue_chunks(redis, task, stores.chunks.take(task.id, chunks, chunks), 600)
+    return task
+
+
+def test_a_batch_takes_compatible_chunks_in_queue_order_and_drops_a_cancelled_task(
+    redis: Redis, settings: Settings, engine: windows.engines.Engine
+) -> None:
+    wide = settings.model_copy(update={"batch_windows": 4})
+    stores = Stores.open(redis, wide)
+    first = split_task(redis, stores, 2)
+    greedy = split_task(redis, stores, 2, options=TranscribeOptions(beam_size=1))
+    second = split_task(redis, stores, 3)
+    low = split_task(redis, stores, 2, priority=Priority.LOW)
+    ctx = WorkerContext("worker-1", redis, wide, engine, stores, Lifecycle(redis, stores, False))
+    queue = queues.task_queue(redis, first).key
+    assert redis.lpop(queue) == f"{first.id}-0".encode()  # as RQ hands the first job to the worker
+    head = take(ctx, first.id, 0)
+    assert head is not None
+    taken = [f"{run.task.id}-{run.index}" for run in batching.more(ctx, head)]
+    assert taken == [f"{first.id}-1", f"{second.id}-0", f"{second.id}-1"], "compatible, in queue order, to the width"
+    waiting = {raw.decode() for raw in redis.lrange(queue, 0, -1)}
+    assert waiting == {f"{greedy.id}-0", f"{greedy.id}-1", f"{second.id}-2"}, "what the batch took left the queue"
+    assert redis.llen(queues.task_queue(redis, low).key) == 2, "a lower priority is left alone"
+
+    late = batching.more(ctx, head)
+    assert [f"{run.task.id}-{run.index}" for run in late] == [f"{second.id}-2"], "the greedy task's never join"
+    ctx.lifecycle.cancel(second)
+    kept = [run for run in [head, *late] if chunk_jobs._active(ctx, run)]
+    assert kept == [head], "a task cancelled while its batch fills is dropped from it"
+    decoded = chunk_jobs._decode(ctx, kept)
+    assert "ask not what your country can do for you" in normalise(decoded[0][0].text, "en")

@@ -195,9 +195,11 @@ def test_a_long_file_is_split_fanned_out_and_stitched_seamlessly(
     clean = [i for i, errors in enumerate(baseline) if errors == 0]
     assert len(clean) >= 0.7 * len(baseline), baseline
     worse = [(i, stitched[i]) for i in clean if stitched[i]]
-    # CTranslate2's int8 arithmetic differs a little between CPUs: allow a single word at one clean seam in ten.
+    # A window starts without the text before it as its prompt (windows decode in parallel), so its first words can
+    # read differently from one long run ("Login incorrect" as "log in and correct"), and CTranslate2's int8
+    # arithmetic differs a little between CPUs: allow two words at one clean seam in ten.
     allowed = max(1, len(clean) // 10)
-    assert len(worse) <= allowed and all(errors == 1 for _, errors in worse), (
+    assert len(worse) <= allowed and all(errors <= 2 for _, errors in worse), (
         f"seams (index, words lost or doubled) where the unsplit run has none: {worse}"
     )
     k = next(i for i in clean if not stitched[i])  # a seam stitched right: breaking it must show
