@@ -5,12 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import redis.asyncio as aioredis
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
 from api.routes import audio, docs, health, metrics, openai, realtime, sockets, tasks, ui
-from shared.connection import connect
+from shared.connection import connect, connect_async
 from shared.lifecycle import Lifecycle
 from shared.settings import Settings, get_settings
 from shared.stores import Stores
@@ -27,7 +26,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.stores = Stores.open(redis, settings)
         app.state.lifecycle = Lifecycle(redis, app.state.stores, settings.keep_uploads)
         # Live sessions wait on their streams without holding a thread each.
-        app.state.live_redis = aioredis.Redis.from_url(settings.redis_dsn, socket_connect_timeout=2)
+        app.state.live_redis = connect_async(settings.redis_dsn)
         yield
         await app.state.live_redis.aclose()
         redis.close()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -18,6 +20,18 @@ def connect(url: str, patient: bool) -> Redis:
     return Redis.from_url(
         url,
         retry=retry,
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        socket_connect_timeout=2,
+        health_check_interval=15,
+    )
+
+
+def connect_async(url: str) -> AsyncRedis:
+    """An asyncio client for `url` that, like the API's own, tries once more on a broken connection (a pooled one
+    left from before a Redis restart), then fails at once."""
+    return AsyncRedis.from_url(
+        url,
+        retry=AsyncRetry(ExponentialBackoff(cap=8, base=0.1), retries=1),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
         socket_connect_timeout=2,
         health_check_interval=15,

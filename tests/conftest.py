@@ -285,8 +285,10 @@ def submit(api: httpx.Client, path: Path, headers: dict[str, str] | None = None,
         return api.post("/v1/tasks", files={"file": (path.name, handle)}, data=data, headers=headers)
 
 
-def queued_task(redis: Redis, stores: Stores, model: str = "tiny.en", media: Path = JFK) -> Task:
-    """A queued task holding an upload of the media (the JFK clip), its job waiting on its queue."""
+def queued_task(
+    redis: Redis, stores: Stores, model: str = "tiny.en", media: Path = JFK, enqueue: bool = True, **fields: Any
+) -> Task:
+    """A queued task holding an upload of the media (the JFK clip), its job waiting on its queue unless told not."""
     upload = stores.storage.receive(max_bytes=1 << 30)
     upload.write(media.read_bytes())
     upload.commit()
@@ -294,16 +296,18 @@ def queued_task(redis: Redis, stores: Stores, model: str = "tiny.en", media: Pat
         id=uuid.uuid4().hex,
         status=TaskStatus.QUEUED,
         task_type=TaskType.TRANSCRIBE,
-        priority=Priority.NORMAL,
+        priority=fields.pop("priority", Priority.NORMAL),
         model=model,
-        options=TranscribeOptions(),
+        options=fields.pop("options", TranscribeOptions()),
         source=Source(),
         created_at=utcnow(),
         upload_name=upload.name,
+        **fields,
     )
     pipe = redis.pipeline()
     pipe.multi()
     stores.tasks.create(task, pipe)
-    queues.enqueue(redis, task, pipe, ttl_s=60)
+    if enqueue:
+        queues.enqueue(redis, task, pipe, ttl_s=60)
     pipe.execute()
     return task

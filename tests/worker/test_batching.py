@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import signal
-import uuid
 import wave
 from collections.abc import Callable
 from typing import Any
@@ -17,14 +16,13 @@ from redis import Redis
 
 from benchmark.scoring import normalise
 from shared import fleet, queues
-from shared.clock import utcnow
 from shared.enums import Priority, TaskStatus, TaskType
 from shared.lifecycle import Lifecycle
-from shared.schemas import Chunk, Source, Task, TranscribeOptions
+from shared.schemas import Chunk, Task, TranscribeOptions
 from shared.settings import Settings
 from shared.store import run_fence
 from shared.stores import Stores
-from tests.conftest import DATA, JFK, StartWorker, manifest, submit, wait_for
+from tests.conftest import DATA, JFK, StartWorker, manifest, queued_task, submit, wait_for
 from tests.worker.test_long import finished
 from worker import batching, chunk_jobs, splitting, windows
 from worker.chunk_runs import take
@@ -133,24 +131,7 @@ def test_a_worker_killed_mid_batch_loses_nothing(
 
 def split_task(redis: Redis, stores: Stores, chunks: int, **fields: Any) -> Task:
     """A task split into `chunks` chunks of the JFK clip by a run of its own, every chunk's job queued."""
-    upload = stores.storage.receive(max_bytes=1 << 30)
-    upload.write(JFK.read_bytes())
-    upload.commit()
-    task = Task(
-        id=uuid.uuid4().hex,
-        status=TaskStatus.QUEUED,
-        task_type=TaskType.TRANSCRIBE,
-        priority=fields.pop("priority", Priority.NORMAL),
-        model="tiny.en",
-        options=fields.pop("options", TranscribeOptions()),
-        source=Source(),
-        created_at=utcnow(),
-        upload_name=upload.name,
-    )
-    pipe = redis.pipeline()
-    pipe.multi()
-    stores.tasks.create(task, pipe)
-    pipe.execute()
+    task = queued_task(redis, stores, enqueue=False, **fields)
     run = stores.tasks.start(task, "splitter", TaskStatus.PROCESSING)
     stores.tasks.update(task.id, [run_fence(task.id, run)], language="en")
     plan = [Chunk(index=i, start=11.0 * i, end=11.0 * (i + 1)) for i in range(chunks)]
