@@ -196,10 +196,15 @@ def test_a_long_file_is_split_fanned_out_and_stitched_seamlessly(
     assert len(clean) >= 0.7 * len(baseline), baseline
     worse = [(i, stitched[i]) for i in clean if stitched[i]]
     # A window starts without the text before it as its prompt (windows decode in parallel), so its first words can
-    # read differently from one long run ("Login incorrect" as "log in and correct"), and CTranslate2's int8
-    # arithmetic differs a little between CPUs: allow two words at one clean seam in ten.
+    # read differently from one long run ("Login incorrect" as "log in and correct"; a list of single letters read
+    # short), and CTranslate2's int8 arithmetic differs a little between CPUs: allow one clean seam in ten to differ.
+    # Words dropped at seams by the stitching itself show at most seams (five of nine when a window's open last
+    # segment was dropped), and in the whole text: no worse than one long run, give or take two points (the dropped segments cost 3.5).
     allowed = max(1, len(clean) // 10)
-    assert len(worse) <= allowed and all(errors <= 2 for _, errors in worse), (
+    words_stitched = normalise(" ".join(by_chunk), "en")
+    words_whole = normalise(" ".join(s.text for s in unsplit), "en")
+    assert jiwer.wer(reference, words_stitched) <= jiwer.wer(reference, words_whole) + 0.02
+    assert len(worse) <= allowed, (
         f"seams (index, words lost or doubled) where the unsplit run has none: {worse}"
     )
     k = next(i for i in clean if not stitched[i])  # a seam stitched right: breaking it must show
