@@ -25,6 +25,8 @@ from shared.settings import Settings
 from tests.conftest import DATA, JFK, ApiServer, StartWorker, submit, wait_for
 from tests.worker.test_sources import Trickle, serve
 from whisperq.redis_server import RedisServer
+from worker.control import ColdStop
+from worker.main import Worker
 
 LONG = DATA / "long" / "ljspeech_LJ001_0001-0032_continuous.flac"
 DIGIT = DATA / "audio" / "fsdd" / "5_yweweler_0.wav"
@@ -148,6 +150,18 @@ def test_second_sigterm_hands_the_job_back_at_once(
     assert start_worker().wait(timeout=120) == 0
     done = task(api, task_id)
     assert done["status"] == "completed" and done["attempts"] == 2
+
+
+def test_a_second_signal_inside_the_first_ones_handler_still_stops_the_worker(redis: Redis) -> None:
+    """The race the test above can meet: the second SIGTERM lands while RQ's first handler is still logging, so
+    the cold stop cuts that handler short before it marks the stop requested."""
+    worker = Worker(["whisperq:tiny.en:normal"], connection=redis, name="race")
+    worker.get_current_job_id = lambda: "held"  # type: ignore[method-assign]
+    worker.handle_warm_shutdown_request = lambda: worker.request_force_stop(signal.SIGTERM, None)  # type: ignore[method-assign]
+    with pytest.raises(ColdStop):
+        worker.request_stop(signal.SIGTERM, None)
+    assert worker.interrupted == ["held"]
+    assert worker._stop_requested, "RQ's loop would take the next job instead of stopping"
 
 
 @pytest.fixture

@@ -112,6 +112,8 @@ class Worker(SimpleWorker):
         if current is None:
             raise SystemExit()
         self.interrupted = list(self.presence.holding) if self.presence is not None else [current]
+        # The second signal may cut the first one's handler short, before RQ marked the stop as requested.
+        self._stop_requested = True
         log.warning("cold stop: handing %s back", ", ".join(self.interrupted))
         raise ColdStop()
 
