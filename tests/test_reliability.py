@@ -159,7 +159,7 @@ def test_a_second_signal_inside_the_first_ones_handler_still_stops_the_worker(re
     worker.get_current_job_id = lambda: "held"  # type: ignore[method-assign]
     worker.handle_warm_shutdown_request = lambda: worker.request_force_stop(signal.SIGTERM, None)  # type: ignore[method-assign]
     with pytest.raises(ColdStop):
-        worker.request_stop(signal.SIGTERM, None)
+        worker.request_stop(signal.SIGTERM, None)  # type: ignore[no-untyped-call]
     assert worker.interrupted == ["held"]
     assert worker._stop_requested, "RQ's loop would take the next job instead of stopping"
 
