@@ -9,22 +9,25 @@ Modes:
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
-from benchmark.dataset import Clip, Filters, load_folder, load_manifest
-from benchmark.report import Run, markdown, median_ratio, summaries, write_outputs
+from benchmark.dataset import Clip, Filters, Skipped, load_folder, read_manifest
+from benchmark.journal import Earlier, Journal, earlier, latest_run, load_command, new_run, save_command
+from benchmark.report import Run, failure_notes, markdown, median_ratio, summaries, write_outputs
 from benchmark.runners import ApiRunner, EngineRunner, Outcome, Runner, own_peak_memory_mb, run_all
 from benchmark.service import local_service
 from shared.settings import Settings
 
 LONG_CLIP_S = 10.0
+PATHS = ("engine", "api")
 
 
 @dataclass
@@ -68,12 +71,34 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--concurrency", type=int, default=1, help="clips in flight on the api path")
     parser.add_argument("--repeat", type=int, default=3, help="runs of overhead and scaling; the median is kept")
     parser.add_argument("--out", type=Path, default=Path("benchmark-results"), help="where results are written")
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const="",
+        metavar="FOLDER",
+        help="go on with a run that stopped (default: the newest under --out), with its arguments; "
+        "clips it measured are not run again",
+    )
     return parser
 
 
-def select(args: argparse.Namespace) -> list[Clip]:
-    """The clips to run."""
-    clips = load_folder(args.folder, args.folder_language) if args.folder else load_manifest(args.manifest)
+def arguments(argv: list[str]) -> tuple[argparse.Namespace, Path]:
+    """The arguments and the run's folder: a new one, or with --resume the stopped run's, whose arguments the
+    command line's own override."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.resume is None:
+        folder = new_run(args.out)
+        save_command(folder, argv)
+        return args, folder
+    folder = Path(args.resume) if args.resume else latest_run(args.out)
+    stored = parser.parse_args(load_command(folder))
+    return parser.parse_args(argv, namespace=stored), folder
+
+
+def select(args: argparse.Namespace) -> tuple[list[Clip], list[Skipped]]:
+    """The clips to run, and the manifest rows that cannot be run."""
+    clips, skipped = read_manifest(args.manifest) if not args.folder else (_folder(args), [])
     filters = Filters(
         languages=frozenset(args.language),
         sources=tuple(args.source),
@@ -82,7 +107,14 @@ def select(args: argparse.Namespace) -> list[Clip]:
         max_clips=args.max_clips,
         max_per_language=args.max_per_language,
     )
-    return filters.apply(clips)
+    return filters.apply(clips), skipped
+
+
+def _folder(args: argparse.Namespace) -> list[Clip]:
+    try:
+        return load_folder(args.folder, args.folder_language)
+    except ValueError as error:  # an unknown --folder-language, an audio file without a reference
+        raise SystemExit(str(error)) from None
 
 
 def for_model(clips: Sequence[Clip], model: str) -> list[Clip]:
@@ -100,10 +132,19 @@ def service(args: argparse.Namespace, settings: Settings, model: str, workers: i
         yield Service(url=local.url, peak_memory_mb=local.worker_peak_memory_mb)
 
 
-def measure(runner: Runner, clips: Sequence[Clip], concurrency: int, memory: Any) -> Run:
-    """One batch along one path, with a progress bar."""
+def measure(
+    runner: Runner, clips: Sequence[Clip], concurrency: int, memory: Any, journal: Journal | None = None
+) -> Run:
+    """One batch along one path, with a progress bar; each outcome into the journal as it comes."""
+    started = time.perf_counter()
     with tqdm(total=len(clips), desc=f"{runner.path} {runner.model}", unit="clip") as bar:
-        outcomes, wall = run_all(runner, clips, concurrency, lambda: bar.update())
+
+        def done(outcome: Outcome) -> None:
+            if journal is not None:
+                journal.record(outcome, time.perf_counter() - started)
+            bar.update()
+
+        outcomes, wall = run_all(runner, clips, concurrency, done)
     return Run(
         path=runner.path,
         model=runner.model,
@@ -114,22 +155,47 @@ def measure(runner: Runner, clips: Sequence[Clip], concurrency: int, memory: Any
     )
 
 
-def mode_run(args: argparse.Namespace, settings: Settings, clips: Sequence[Clip]) -> tuple[list[Run], list[str]]:
-    runs = []
-    for model in args.models:
-        chosen = for_model(clips, model)
-        for path in args.paths:
-            if path == "engine":
-                runs.append(measure(EngineRunner(model, settings), chosen, 1, own_peak_memory_mb))
-            elif path == "api":
-                with (
-                    service(args, settings, model, args.workers) as svc,
-                    ApiRunner(svc.url, model, poll_s=args.poll_s, api_key=args.api_key) as api,
-                ):
-                    runs.append(measure(api, chosen, args.concurrency, svc.peak_memory_mb))
-            else:
-                raise SystemExit(f"unknown path {path!r}: use engine or api")
-    return runs, []
+def mode_run(
+    args: argparse.Namespace, settings: Settings, clips: Sequence[Clip], folder: Path
+) -> tuple[list[Run], list[str]]:
+    """Every model along every path, each clip journalled as it is measured; with --resume, only the clips the
+    journal does not have yet."""
+    runs, notes, done = [], [], earlier(folder, clips)
+    with Journal(folder) as journal:
+        for model in args.models:
+            chosen = for_model(clips, model)
+            if len(chosen) < len(clips):
+                notes.append(f"{model}: {len(clips) - len(chosen)} clips in other languages left out (English-only)")
+            for path in args.paths:
+                part = done.get((path, model), Earlier())
+                todo = [clip for clip in chosen if clip.id not in part.outcomes]
+                runs.append(resumed(measure_path(args, settings, model, path, todo, journal), part, chosen))
+                if part.outcomes:
+                    notes.append(f"{path} {model}: {len(chosen) - len(todo)} clips measured before the resume")
+    return runs, notes
+
+
+def measure_path(
+    args: argparse.Namespace, settings: Settings, model: str, path: str, clips: Sequence[Clip], journal: Journal
+) -> Run:
+    """The clips through one model along one path (nothing is loaded or started when there are none)."""
+    if not clips:
+        return Run(path=path, model=model, outcomes=[], wall_s=0.0, concurrency=1)
+    if path == "engine":
+        return measure(EngineRunner(model, settings), clips, 1, own_peak_memory_mb, journal)
+    with (
+        service(args, settings, model, args.workers) as svc,
+        ApiRunner(svc.url, model, poll_s=args.poll_s, api_key=args.api_key) as api,
+    ):
+        return measure(api, clips, args.concurrency, svc.peak_memory_mb, journal)
+
+
+def resumed(run: Run, part: Earlier, chosen: Sequence[Clip]) -> Run:
+    """A run with what earlier sessions measured added: outcomes in clip order, their wall time added."""
+    by_id = {**part.outcomes, **{o.clip.id: o for o in run.outcomes}}
+    run.outcomes = [by_id[clip.id] for clip in chosen if clip.id in by_id]
+    run.wall_s += part.total_wall_s()
+    return run
 
 
 def _latency_sum(run: Run, min_audio_s: float = 0.0) -> float:
@@ -172,7 +238,9 @@ def _ratios(label: str, values: list[float]) -> str:
     return f"{label}: median {median_ratio(values):.3f} (runs: {', '.join(f'{v:.3f}' for v in values)})"
 
 
-def mode_overhead(args: argparse.Namespace, settings: Settings, clips: Sequence[Clip]) -> tuple[list[Run], list[str]]:
+def mode_overhead(
+    args: argparse.Namespace, settings: Settings, clips: Sequence[Clip], folder: Path
+) -> tuple[list[Run], list[str]]:
     """Engine and api on each clip in turn, repeated; the median ratio of wall times."""
     runs, notes = [], []
     for model in args.models:
@@ -197,7 +265,9 @@ def mode_overhead(args: argparse.Namespace, settings: Settings, clips: Sequence[
     return runs, notes
 
 
-def mode_scaling(args: argparse.Namespace, settings: Settings, clips: Sequence[Clip]) -> tuple[list[Run], list[str]]:
+def mode_scaling(
+    args: argparse.Namespace, settings: Settings, clips: Sequence[Clip], folder: Path
+) -> tuple[list[Run], list[str]]:
     """The same clips through 1 and then 2 workers at the same concurrency; the median throughput ratio."""
     runs, notes = [], []
     concurrency = max(args.concurrency, 4)
@@ -227,20 +297,42 @@ def mode_scaling(args: argparse.Namespace, settings: Settings, clips: Sequence[C
 MODES = {"run": mode_run, "overhead": mode_overhead, "scaling": mode_scaling}
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Run the benchmark and write its results."""
-    args = build_parser().parse_args(argv)
+def skip_notes(skipped: Sequence[Skipped], listed: int = 20) -> list[str]:
+    """The manifest rows left out, and why, in one line (the full list is in results.json)."""
+    if not skipped:
+        return []
+    named = "; ".join(f"{row.id} ({row.reason})" for row in skipped[:listed])
+    more = f"; and {len(skipped) - listed} more (results.json)" if len(skipped) > listed else ""
+    return [f"skipped {len(skipped)} manifest rows: {named}{more}"]
+
+
+def check(args: argparse.Namespace) -> None:
+    """Refuse, before anything is measured, what the run could not finish."""
     if args.mode == "scaling" and args.url:
         raise SystemExit("scaling starts its own services; leave out --url")
-    clips = select(args)
+    if args.resume is not None and args.mode != "run":
+        raise SystemExit("--resume goes on with a run of --mode run only")
+    unknown = [path for path in args.paths if path not in PATHS]
+    if unknown:
+        raise SystemExit(f"unknown path {unknown[0]!r}: use engine or api")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the benchmark and write its results."""
+    args, folder = arguments(list(sys.argv[1:] if argv is None else argv))
+    check(args)
+    clips, skipped = select(args)
+    for line in skip_notes(skipped):
+        print(line, file=sys.stderr)
     if not clips:
         raise SystemExit("no clips match the filters")
     settings = Settings()
-    runs, notes = MODES[args.mode](args, settings, clips)
+    runs, notes = MODES[args.mode](args, settings, clips, folder)
+    notes = skip_notes(skipped) + failure_notes(runs) + notes
     rows = summaries(runs)
-    out = args.out / time.strftime("%Y%m%d-%H%M%S")
-    write_outputs(out, runs, rows, {"mode": args.mode, "clips": len(clips), "notes": notes})
+    skipped_rows = [asdict(row) for row in skipped]
+    write_outputs(folder, runs, rows, {"mode": args.mode, "clips": len(clips), "skipped": skipped_rows, "notes": notes})
     print(markdown(rows))
     for note in notes:
         print(note)
-    print(f"\nwritten to {out}")
+    print(f"\nwritten to {folder}")

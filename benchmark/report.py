@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.runners import Outcome
-from benchmark.scoring import error_rates, normalise
+from benchmark.scoring import normalise, normaliser_name, scores, spaced
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class Summary:
     clips: int
     failed: int
     audio_s: float
-    wer: float
+    wer: float | None  # None where words are not spaced (Chinese, Japanese): CER is the score there
     cer: float
     rtf: float
     latency_p50_s: float
@@ -33,6 +33,7 @@ class Summary:
     latency_p99_s: float
     throughput: float | None = None
     peak_memory_mb: float | None = None
+    normaliser: str = ""
 
 
 @dataclass
@@ -59,9 +60,10 @@ def percentile(values: Sequence[float], share: float) -> float:
 def summarise(run: Run, language: str, outcomes: Sequence[Outcome]) -> Summary:
     """Figures for a group of outcomes from one run."""
     good = [o for o in outcomes if o.error is None]
-    refs = [normalise(o.clip.reference, o.clip.language or o.language) for o in good]
-    hyps = [normalise(o.hypothesis, o.clip.language or o.language) for o in good]
-    wer, cer = error_rates(refs, hyps)
+    labels = [scoring_language(o) for o in good]
+    refs = [normalise(o.clip.reference, label) for o, label in zip(good, labels, strict=True)]
+    hyps = [normalise(o.hypothesis, label) for o, label in zip(good, labels, strict=True)]
+    wer, cer = scores(refs, hyps, labels)
     audio = sum(o.audio_s for o in good)
     latencies = [o.latency_s for o in good]
     whole = language == "all"
@@ -72,7 +74,7 @@ def summarise(run: Run, language: str, outcomes: Sequence[Outcome]) -> Summary:
         clips=len(outcomes),
         failed=len(outcomes) - len(good),
         audio_s=round(audio, 1),
-        wer=round(wer, 4),
+        wer=round(wer, 4) if any(spaced(label) for label in labels) else None,
         cer=round(cer, 4),
         rtf=round(sum(o.processing_s for o in good) / audio, 4) if audio else float("nan"),
         latency_p50_s=round(percentile(latencies, 0.5), 3),
@@ -80,7 +82,13 @@ def summarise(run: Run, language: str, outcomes: Sequence[Outcome]) -> Summary:
         latency_p99_s=round(percentile(latencies, 0.99), 3),
         throughput=round(audio / run.wall_s, 2) if whole and run.wall_s else None,
         peak_memory_mb=round(run.peak_memory_mb, 1) if whole and run.peak_memory_mb else None,
+        normaliser=", ".join(sorted({normaliser_name(label) for label in labels})),
     )
+
+
+def scoring_language(outcome: Outcome) -> str | None:
+    """The language a clip is scored in: its label, else the one detected."""
+    return outcome.clip.language or outcome.language
 
 
 def summaries(runs: Iterable[Run]) -> list[Summary]:
@@ -99,19 +107,43 @@ def markdown(rows: Sequence[Summary]) -> str:
     """The summary as a Markdown table."""
     header = (
         "| path | model | language | clips | audio min | WER % | CER % | RTF | p50 s | p95 s | p99 s "
-        "| throughput (audio s/s) | peak MiB |"
+        "| throughput (audio s/s) | peak MiB | normaliser |"
     )
-    lines = [header, "|" + "---|" * 13]
+    lines = [header, "|" + "---|" * 14]
     for r in rows:
         throughput = "" if r.throughput is None else f"{r.throughput:.2f}"
         memory = "" if r.peak_memory_mb is None else f"{r.peak_memory_mb:.0f}"
         failed = f" ({r.failed} failed)" if r.failed else ""
         lines.append(
             f"| {r.path} | {r.model} | {r.language} | {r.clips}{failed} | {r.audio_s / 60:.1f} "
-            f"| {100 * r.wer:.1f} | {100 * r.cer:.1f} | {r.rtf:.3f} | {r.latency_p50_s:.2f} "
-            f"| {r.latency_p95_s:.2f} | {r.latency_p99_s:.2f} | {throughput} | {memory} |"
+            f"| {percent(r.wer)} | {percent(r.cer)} | {r.rtf:.3f} | {r.latency_p50_s:.2f} "
+            f"| {r.latency_p95_s:.2f} | {r.latency_p99_s:.2f} | {throughput} | {memory} | {r.normaliser} |"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + LEGEND
+
+
+LEGEND = (
+    "\nWER over the languages written with spaces; `–` where there are none (Chinese, Japanese: read CER, counted "
+    "without spaces). Normalisers: whisper-english (Whisper's English normaliser, numbers as numerals), "
+    "whisper-basic (its basic one), +num2words (numerals spelled out in the language's words on both sides).\n"
+)
+
+
+def percent(rate: float | None) -> str:
+    """A rate as a percentage with one decimal, `–` when there is none."""
+    return "–" if rate is None else f"{100 * rate:.1f}"
+
+
+def failure_notes(runs: Iterable[Run], listed: int = 20) -> list[str]:
+    """One line per path and model with clips that failed, naming them and why."""
+    notes = []
+    for run in runs:
+        failed = [o for o in run.outcomes if o.error is not None]
+        if failed:
+            named = "; ".join(f"{o.clip.id} ({o.error})" for o in failed[:listed])
+            more = f"; and {len(failed) - listed} more (clips.csv)" if len(failed) > listed else ""
+            notes.append(f"failed along {run.path} with {run.model}: {len(failed)} clips: {named}{more}")
+    return notes
 
 
 def write_outputs(out: Path, runs: Sequence[Run], rows: Sequence[Summary], extra: dict[str, Any]) -> None:
@@ -190,13 +222,13 @@ def plot(out: Path, runs: Sequence[Run], rows: Sequence[Summary]) -> None:
     width = 0.8 / max(1, len(labels))
     for index, label in enumerate(labels):
         values = [
-            next((100 * r.wer for r in per_language if f"{r.path}/{r.model}" == label and r.language == lang), 0.0)
+            next((100 * _score(r) for r in per_language if f"{r.path}/{r.model}" == label and r.language == lang), 0.0)
             for lang in languages
         ]
         axes.bar([x + index * width for x in range(len(languages))], values, width, label=label)
     axes.set_xticks([x + width * (len(labels) - 1) / 2 for x in range(len(languages))], languages)
-    axes.set_ylabel("WER %")
-    axes.set_title("Word error rate by model and language")
+    axes.set_ylabel("WER % (CER % where words are not spaced)")
+    axes.set_title("Error rate by model and language")
     axes.legend()
     figure.savefig(out / "wer_by_model_language.png", dpi=100, bbox_inches="tight")
     plt.close(figure)
@@ -218,6 +250,10 @@ def plot(out: Path, runs: Sequence[Run], rows: Sequence[Summary]) -> None:
     axes.set_title("Latency distribution")
     figure.savefig(out / "latency.png", dpi=100, bbox_inches="tight")
     plt.close(figure)
+
+
+def _score(row: Summary) -> float:
+    return row.cer if row.wer is None else row.wer
 
 
 def _rtf(run: Run) -> float:

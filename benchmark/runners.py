@@ -12,13 +12,11 @@ from typing import Any, Protocol
 
 import httpx
 
-from benchmark.dataset import Clip
+from benchmark.dataset import Clip, spoken_language
 from shared.schemas import TranscribeOptions
 from shared.settings import Settings
 from worker.engine import decoding_kwargs, pick_compute_type, pick_device
 from worker.models import resolve_model
-
-Progress = Callable[[], None]
 
 
 @dataclass(frozen=True)
@@ -37,6 +35,9 @@ class Outcome:
     queued_s: float = 0.0
 
 
+Progress = Callable[[Outcome], None]
+
+
 class Runner(Protocol):
     """Transcribes clips with one model along one path."""
 
@@ -47,8 +48,23 @@ class Runner(Protocol):
 
 
 def options_for(clip: Clip) -> TranscribeOptions:
-    """The same decoding options on every path: defaults, with the clip's language when it is known."""
-    return TranscribeOptions(language=clip.language)
+    """The same decoding options on every path: defaults, with the clip's language when it is one known language."""
+    return TranscribeOptions(language=spoken_language(clip))
+
+
+def failed(clip: Clip, runner: Runner, error: Exception) -> Outcome:
+    """The outcome of a clip a path could not transcribe: recorded, so one bad file does not end the run."""
+    return Outcome(
+        clip=clip,
+        path=runner.path,
+        model=runner.model,
+        hypothesis="",
+        language=None,
+        audio_s=clip.duration or 0.0,
+        latency_s=0.0,
+        processing_s=0.0,
+        error=f"{type(error).__name__}: {error}",
+    )
 
 
 class EngineRunner:
@@ -69,6 +85,12 @@ class EngineRunner:
         )
 
     def run(self, clip: Clip) -> Outcome:
+        try:
+            return self._transcribe(clip)
+        except Exception as error:  # a file the decoder cannot read, say: that clip fails, the run goes on
+            return failed(clip, self, error)
+
+    def _transcribe(self, clip: Clip) -> Outcome:
         started = time.perf_counter()
         segments, info = self.whisper.transcribe(str(clip.audio), **decoding_kwargs(options_for(clip)))
         text = "".join(segment.text for segment in segments).strip()
@@ -106,6 +128,12 @@ class ApiRunner:
         self.client.close()
 
     def run(self, clip: Clip) -> Outcome:
+        try:
+            return self._transcribe(clip)
+        except Exception as error:  # refused upload, dropped connection: that clip fails, the run goes on
+            return failed(clip, self, error)
+
+    def _transcribe(self, clip: Clip) -> Outcome:
         started = time.perf_counter()
         task_id = self._submit(clip)
         uploaded = time.perf_counter() - started
@@ -128,7 +156,8 @@ class ApiRunner:
         )
 
     def _submit(self, clip: Clip) -> str:
-        fields = {"model": self.model, **({"language": clip.language} if clip.language else {})}
+        language = spoken_language(clip)
+        fields = {"model": self.model, **({"language": language} if language else {})}
         with clip.audio.open("rb") as handle:
             response = self.client.post("/v1/tasks", files={"file": (clip.audio.name, handle)}, data=fields)
         response.raise_for_status()
@@ -154,7 +183,7 @@ def run_all(runner: Runner, clips: Sequence[Clip], concurrency: int, progress: P
 
     def one(clip: Clip) -> Outcome:
         outcome = runner.run(clip)
-        progress()
+        progress(outcome)
         return outcome
 
     started = time.perf_counter()
