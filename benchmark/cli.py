@@ -82,18 +82,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def arguments(argv: list[str]) -> tuple[argparse.Namespace, Path]:
-    """The arguments and the run's folder: a new one, or with --resume the stopped run's, whose arguments the
-    command line's own override."""
+def arguments(argv: list[str]) -> argparse.Namespace:
+    """The arguments; with --resume, those of the stopped run (its folder in `resume`), which the command line's
+    own override."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.resume is None:
-        folder = new_run(args.out)
-        save_command(folder, argv)
-        return args, folder
+        return args
     folder = Path(args.resume) if args.resume else latest_run(args.out)
-    stored = parser.parse_args(load_command(folder))
-    return parser.parse_args(argv, namespace=stored), folder
+    resumed = parser.parse_args(argv, namespace=parser.parse_args(load_command(folder)))
+    resumed.resume = str(folder)
+    return resumed
+
+
+def run_folder(args: argparse.Namespace, argv: list[str]) -> Path:
+    """Where the run writes: the resumed run's folder, or a new one that keeps the command for a later --resume."""
+    if args.resume is not None:
+        return Path(args.resume)
+    folder = new_run(args.out)
+    save_command(folder, argv)
+    return folder
 
 
 def select(args: argparse.Namespace) -> tuple[list[Clip], list[Skipped]]:
@@ -238,9 +246,7 @@ def _ratios(label: str, values: list[float]) -> str:
     return f"{label}: median {median_ratio(values):.3f} (runs: {', '.join(f'{v:.3f}' for v in values)})"
 
 
-def mode_overhead(
-    args: argparse.Namespace, settings: Settings, clips: Sequence[Clip], folder: Path
-) -> tuple[list[Run], list[str]]:
+def mode_overhead(args: argparse.Namespace, settings: Settings, clips: Sequence[Clip]) -> tuple[list[Run], list[str]]:
     """Engine and api on each clip in turn, repeated; the median ratio of wall times."""
     runs, notes = [], []
     for model in args.models:
@@ -265,9 +271,7 @@ def mode_overhead(
     return runs, notes
 
 
-def mode_scaling(
-    args: argparse.Namespace, settings: Settings, clips: Sequence[Clip], folder: Path
-) -> tuple[list[Run], list[str]]:
+def mode_scaling(args: argparse.Namespace, settings: Settings, clips: Sequence[Clip]) -> tuple[list[Run], list[str]]:
     """The same clips through 1 and then 2 workers at the same concurrency; the median throughput ratio."""
     runs, notes = [], []
     concurrency = max(args.concurrency, 4)
@@ -294,7 +298,7 @@ def mode_scaling(
     return runs, notes
 
 
-MODES = {"run": mode_run, "overhead": mode_overhead, "scaling": mode_scaling}
+MODES = {"overhead": mode_overhead, "scaling": mode_scaling}  # and "run", which also gets the run's folder
 
 
 def skip_notes(skipped: Sequence[Skipped], listed: int = 20) -> list[str]:
@@ -319,15 +323,19 @@ def check(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the benchmark and write its results."""
-    args, folder = arguments(list(sys.argv[1:] if argv is None else argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = arguments(argv)
     check(args)
     clips, skipped = select(args)
     for line in skip_notes(skipped):
         print(line, file=sys.stderr)
     if not clips:
         raise SystemExit("no clips match the filters")
-    settings = Settings()
-    runs, notes = MODES[args.mode](args, settings, clips, folder)
+    folder, settings = run_folder(args, argv), Settings()
+    if args.mode == "run":
+        runs, notes = mode_run(args, settings, clips, folder)
+    else:
+        runs, notes = MODES[args.mode](args, settings, clips)
     notes = skip_notes(skipped) + failure_notes(runs) + notes
     rows = summaries(runs)
     skipped_rows = [asdict(row) for row in skipped]

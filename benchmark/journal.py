@@ -126,6 +126,8 @@ def save_command(folder: Path, argv: Sequence[str]) -> None:
 
 def load_command(folder: Path) -> list[str]:
     """The arguments the run in `folder` was started with."""
+    if not (folder / COMMAND).is_file():
+        raise SystemExit(f"nothing to resume in {folder}: it has no {COMMAND}")
     argv: list[str] = json.loads((folder / COMMAND).read_text())["argv"]
     return argv
 

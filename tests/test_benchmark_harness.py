@@ -130,7 +130,7 @@ def wait_for_journal(out: Path, count: int, process: subprocess.Popen[bytes], ti
 @pytest.mark.slow
 def test_a_killed_run_keeps_what_it_measured_and_resume_finishes_it(bench_env: dict[str, str], tmp_path: Path) -> None:
     manifest, out = tmp_path / "set.tsv", tmp_path / "results"
-    manifest.write_text(HEADER + digit_rows(6))
+    manifest.write_text(HEADER + digit_rows(4))
     command = [sys.executable, "-m", "benchmark", "--manifest", str(manifest), "--models", "tiny.en", "--out", str(out)]
     with (tmp_path / "first.log").open("wb") as log:
         process = subprocess.Popen(command, cwd=PROJECT, env={**os.environ, **bench_env}, stdout=log, stderr=log)
@@ -140,16 +140,16 @@ def test_a_killed_run_keeps_what_it_measured_and_resume_finishes_it(bench_env: d
             process.send_signal(signal.SIGKILL)
             process.wait()
     kept = journal_lines(folder)
-    assert 2 <= len(kept) < 6 and not (folder / "summary.md").exists()
+    assert 2 <= len(kept) < 4 and not (folder / "summary.md").exists()
 
     main(["--resume", "--out", str(out)])
     lines = journal_lines(folder)
     assert lines[: len(kept)] == kept, "what the killed run wrote stays as it was"
     clips = [str(line["clip"]) for line in lines]
-    assert sorted(clips) == sorted(path.stem for path in sorted(FSDD.glob("*_george_*.wav"))[:6])
-    assert len(set(clips)) == 6, "no clip measured before the kill is measured again"
+    assert sorted(clips) == sorted(path.stem for path in sorted(FSDD.glob("*_george_*.wav"))[:4])
+    assert len(set(clips)) == 4, "no clip measured before the kill is measured again"
     overall = next(r for r in json.loads((folder / "results.json").read_text())["summaries"] if r["language"] == "all")
-    assert overall["clips"] == 6 and overall["failed"] == 0
+    assert overall["clips"] == 4 and overall["failed"] == 0
     assert f"engine tiny.en: {len(kept)} clips measured before the resume" in (folder / "summary.md").read_text()
 
 
