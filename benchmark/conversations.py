@@ -162,13 +162,23 @@ def clips_of(voice: Voice, clips: Sequence[Clip]) -> list[Clip]:
     return sorted(mine, key=lambda clip: clip.id)
 
 
+def decode(path: Path) -> np.ndarray:
+    """16 kHz mono float samples, resampled by PyAV to 16-bit as faster-whisper's decode_audio does (without the
+    garbage collection it forces on every call, a tenth of a second per clip)."""
+    import av
+
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+    with av.open(str(path)) as source:
+        frames = [frame for packet in source.decode(audio=0) for frame in resampler.resample(packet)]
+    frames += resampler.resample(None)
+    pcm = np.concatenate([frame.to_ndarray().reshape(-1) for frame in frames]) if frames else np.zeros(0, np.int16)
+    return (pcm / 32768.0).astype(np.float32)
+
+
 @cache
 def samples(path: Path) -> np.ndarray:
-    """16 kHz mono samples of a clip as the worker decodes them, edges trimmed, peak at -3 dBFS."""
-    from faster_whisper import decode_audio
-
-    audio: np.ndarray = decode_audio(str(path), sampling_rate=SAMPLE_RATE)
-    audio = trim(audio)
+    """16 kHz mono samples of a clip, edges trimmed, peak at -3 dBFS."""
+    audio = trim(decode(path))
     peak = float(np.max(np.abs(audio))) if len(audio) else 0.0
     return (audio * (PEAK / peak)).astype(np.float32) if peak > 0 else audio
 
