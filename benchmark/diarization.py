@@ -2,7 +2,7 @@
 
 python -m benchmark.diarization [--only real,built,service] [--built benchmark-results/conversations]
                                 [--out benchmark-results/diarization] [--engine whisperq] [--count auto]
-                                [--model tiny.en] [--runs 1] [--device cpu]
+                                [--files conv2_01,...] [--model tiny.en] [--runs 1] [--device cpu]
 
 The engine path runs worker.diarization's Diarizer on decoded audio (no service):
 - real: the conversations in ../shared/data/diarization (AMI meeting excerpts pooled, pyannote's sample, Falcon's
@@ -209,13 +209,15 @@ def real_items() -> list[Item]:
     return items
 
 
-def built_items(folder: Path) -> list[Item]:
-    """The built conversations in `folder`, built there first if it has none."""
+def built_items(folder: Path, names: Sequence[str] = ()) -> list[Item]:
+    """The built conversations in `folder` (those named, or all), built there first if it has none."""
     if not (folder / "conversations.tsv").exists():
         conversations.build_all(folder)
     items = []
     for row in read_index(folder):
         name = row["name"]
+        if names and name not in names:
+            continue
         words = folder / f"{name}.stm" if row["stm"] == "1" else None
         turns = read_rttm(folder / f"{name}.rttm")[name]
         items.append(Item(name, folder / f"{name}.wav", turns, f"built, {row['speakers']} speakers", words))
@@ -333,11 +335,13 @@ def count_line(scores: Sequence[FileScore]) -> str:
 
 
 def result_words(result: dict[str, Any]) -> list[Word]:
-    """The result's words with their speakers; a segment without words counts as one word per word of its text."""
+    """The result's words with their speakers (a word without one takes its segment's); a segment without words
+    counts as one word per word of its text."""
     words = []
     for segment in result.get("segments", []):
         for word in segment.get("words") or [segment | {"word": segment["text"]}]:
-            words.append(Word(float(word["start"]), float(word["end"]), str(word.get("speaker")), str(word["word"])))
+            speaker = str(word.get("speaker") or segment.get("speaker"))
+            words.append(Word(float(word["start"]), float(word["end"]), speaker, str(word["word"])))
     return words
 
 
@@ -491,9 +495,9 @@ def engine_section(report: Report, title: str, engine: Engine, items: Sequence[I
     report.figures[title] = {"groups": groups, "files": [asdict(score) for score in scores]}
 
 
-def service_section(report: Report, settings: Settings, model: str, built: Path, runs: int) -> None:
+def service_section(report: Report, settings: Settings, model: str, items: Sequence[Item], runs: int) -> None:
     """Score the English two-speaker built files and the 16-minute file on the service path."""
-    items = [item for item in built_items(built) if item.words is not None and item.speakers == 2]
+    items = [item for item in items if item.words is not None and item.speakers == 2]
     print(f"Service: {len(items)} English two-speaker files and {LONG.name}")
     scores = service_built(settings, model, items, runs)
     scores.append(service_long(settings, model, runs))
@@ -506,6 +510,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated: real, built, service")
     parser.add_argument("--built", type=Path, default=conversations.OUT, help="the built conversations' folder")
+    parser.add_argument("--files", default="", help="comma-separated built conversations to use (all by default)")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--engine", choices=("whisperq", "oracle", "one-label"), default="whisperq")
     parser.add_argument("--count", choices=("auto", "given"), default="auto", help="the number of speakers")
@@ -514,6 +519,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=1, help="service runs per file and mode (times are medians)")
     args = parser.parse_args(argv)
     chosen = set(args.only.split(","))
+    names = [name for name in args.files.split(",") if name]
     report = Report()
     report.say(f"# Speaker labels (engine: {args.engine}, speaker count {args.count})")
     if chosen & {"real", "built"}:
@@ -521,9 +527,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         if "real" in chosen:
             engine_section(report, "Recorded conversations", engine, real_items(), args.count)
         if "built" in chosen:
-            engine_section(report, "Built conversations", engine, built_items(args.built), args.count)
+            engine_section(report, "Built conversations", engine, built_items(args.built, names), args.count)
     if "service" in chosen:
-        service_section(report, Settings(), args.model, args.built, args.runs)
+        service_section(report, Settings(), args.model, built_items(args.built, names), args.runs)
     report.write(args.out)
     print(f"\nwritten to {args.out / 'diarization.md'} and diarization.json")
 

@@ -144,3 +144,44 @@ def test_the_engine_path_labels_pyannotes_sample() -> None:
     scores, groups = diarization.score_items(diarization.whisperq_engine("cpu", "auto"), sample)
     assert scores[0].found == 2
     assert groups["pyannote_sample"]["der"]["0.25 s"] < 0.15
+
+
+def test_a_labelled_result_gives_its_words_and_speakers() -> None:
+    result = {
+        "segments": [
+            {
+                "start": 0.0,
+                "end": 2.0,
+                "text": " Hello there, friend.",
+                "speaker": "SPEAKER_00",
+                "words": [
+                    {"start": 0.0, "end": 0.5, "word": " Hello", "speaker": "SPEAKER_00"},
+                    {"start": 0.6, "end": 1.0, "word": " there,", "speaker": "SPEAKER_00"},
+                    {"start": 1.1, "end": 2.0, "word": " friend.", "speaker": "SPEAKER_01"},
+                ],
+            },
+            {"start": 2.5, "end": 4.0, "text": " Good morning!", "speaker": "SPEAKER_01", "words": None},
+            {
+                "start": 4.5,
+                "end": 6.0,
+                "text": " Bye",
+                "speaker": "SPEAKER_00",
+                "words": [{"start": 4.5, "end": 6.0, "word": " Bye"}],
+            },
+        ],
+        "speakers": [{"speaker": "SPEAKER_00", "seconds": 3.0, "turns": 2}],
+    }
+    words = diarization.result_words(result)
+    assert [(w.text, w.speaker) for w in words] == [
+        (" Hello", "SPEAKER_00"),
+        (" there,", "SPEAKER_00"),
+        (" friend.", "SPEAKER_01"),
+        (" Good morning!", "SPEAKER_01"),
+        (" Bye", "SPEAKER_00"),
+    ]
+    said = [
+        Turn(0.0, 2.0, "a", "Hello there, friend."),
+        Turn(2.5, 4.0, "b", "Good morning!"),
+        Turn(4.5, 6.0, "a", "Bye"),
+    ]
+    assert word_accuracy(said, words) == (pytest.approx(5 / 6), 6)
