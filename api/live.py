@@ -25,6 +25,8 @@ KEEPALIVE_S = 15.0
 def _data(fields: dict[str, str]) -> str:
     if fields["type"] == "status":
         return json.dumps({"status": fields["status"]})
+    if fields["type"] == "stage":  # the task moved on from transcribing, e.g. to diarizing
+        return json.dumps({"stage": fields["stage"]})
     data = {"progress": float(fields["progress"]), "segment": json.loads(fields["segment"])}
     if "chunk" in fields:  # a chunk of a split file; chunks may arrive out of order
         data["chunk"] = int(fields["chunk"])

@@ -187,3 +187,9 @@ class ModelUnavailable(TaskFailure):
     """A worker could not find or download its model."""
 
     code = "model_unavailable"
+
+
+class SpeakersUnavailable(TaskFailure):
+    """The worker cannot label speakers: it was installed without the speaker-embedding packages."""
+
+    code = "speakers_unavailable"

@@ -17,6 +17,7 @@ from shared import keys
 HISTOGRAMS: dict[str, tuple[str, Sequence[float]]] = {
     "processing_seconds": ("Seconds a worker spent on a task.", (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800)),
     "real_time_factor": ("Processing seconds per second of audio.", (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 2)),
+    "diarization_seconds": ("Seconds a worker spent labelling a task's speakers.", (0.5, 1, 2, 5, 10, 30, 60, 300)),
     "live_final_latency_seconds": (
         "Seconds from the end of a live turn's speech reaching a worker to its final text.",
         (0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10),

@@ -17,6 +17,8 @@ from shared.languages import to_code
 
 FormModel = TypeVar("FormModel", bound=BaseModel)
 DEFAULT_TEMPERATURES = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+MAX_SPEAKERS = 20
+SPEAKER_OPTIONS = {"diarize", "num_speakers", "min_speakers", "max_speakers"}
 
 
 def _split_numbers(value: Any) -> Any:
@@ -175,6 +177,33 @@ class TranscribeOptions(BaseModel):
         examples=['{"min_silence_duration_ms": 500}'],
     )
 
+    diarize: bool = Field(
+        default=False,
+        description="Label who speaks each segment and word. / 标注每段和每个词的说话人。",
+        examples=[True],
+    )
+    num_speakers: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_SPEAKERS,
+        description="Exact number of speakers; needs diarize. / 说话人数（确定值），需开启 diarize。",
+        examples=[2],
+    )
+    min_speakers: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_SPEAKERS,
+        description="At least this many speakers; needs diarize. / 最少说话人数，需开启 diarize。",
+        examples=[2],
+    )
+    max_speakers: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_SPEAKERS,
+        description="At most this many speakers; needs diarize. / 最多说话人数，需开启 diarize。",
+        examples=[4],
+    )
+
     @field_validator("language")
     @classmethod
     def _language(cls, value: str | None) -> str | None:
@@ -223,7 +252,22 @@ class TranscribeOptions(BaseModel):
             raise ValueError("hallucination_silence_threshold needs word_timestamps=true")
         if self.vad_parameters is not None and not self.vad_filter:
             raise ValueError("vad_parameters needs vad_filter=true")
+        self._speaker_counts_coherent()
         return self
+
+    def _speaker_counts_coherent(self) -> None:
+        counts = {
+            "num_speakers": self.num_speakers,
+            "min_speakers": self.min_speakers,
+            "max_speakers": self.max_speakers,
+        }
+        given = [name for name, value in counts.items() if value is not None]
+        if given and not self.diarize:
+            raise ValueError(f"{', '.join(given)} needs diarize=true")
+        if self.num_speakers is not None and (self.min_speakers is not None or self.max_speakers is not None):
+            raise ValueError("give num_speakers, or min_speakers and max_speakers, not both")
+        if self.min_speakers is not None and self.max_speakers is not None and self.min_speakers > self.max_speakers:
+            raise ValueError("min_speakers is more than max_speakers")
 
 
 class TaskCreate(BaseModel):
@@ -325,6 +369,7 @@ class Word(BaseModel):
     end: float
     word: str
     probability: float
+    speaker: str | None = Field(default=None, description="Who spoke it, when the task asked for speaker labels.")
 
 
 class Segment(BaseModel):
@@ -341,6 +386,7 @@ class Segment(BaseModel):
     compression_ratio: float
     no_speech_prob: float
     words: list[Word] | None = None
+    speaker: str | None = Field(default=None, description="Who spoke it, when the task asked for speaker labels.")
 
 
 class Chunk(BaseModel):
@@ -356,6 +402,14 @@ class Chunk(BaseModel):
         return self.end - self.start
 
 
+class SpeakerSummary(BaseModel):
+    """One speaker of a diarized transcript."""
+
+    speaker: str = Field(description="SPEAKER_00, SPEAKER_01... in order of first appearance.")
+    seconds: float = Field(description="Total speaking time.")
+    turns: int = Field(description="Stretches of speech without another speaker between them.")
+
+
 class Transcript(BaseModel):
     """The engine's whole output for one task."""
 
@@ -365,6 +419,9 @@ class Transcript(BaseModel):
     duration: float
     text: str
     segments: list[Segment]
+    speakers: list[SpeakerSummary] | None = Field(
+        default=None, description="Who speaks and for how long, when the task asked for speaker labels."
+    )
 
 
 class Source(BaseModel):
@@ -414,6 +471,8 @@ class Task(BaseModel):
     cancelled_at: datetime | None = None
     processing_seconds: float | None = None
     real_time_factor: float | None = None
+    stage: Literal["diarizing"] | None = Field(default=None, description="Set when a task moves past transcribing.")
+    diarization_seconds: float | None = None
     language: str | None = None
     language_probability: float | None = None
     duration: float | None = None
@@ -471,6 +530,10 @@ class TaskPublic(BaseModel):
     finished_at: datetime | None
     processing_seconds: float | None
     real_time_factor: float | None = Field(description="Processing seconds per second of audio.")
+    stage: Literal["transcribing", "diarizing"] | None = Field(
+        description="While processing: transcribing, then diarizing when the task asked for speaker labels."
+    )
+    diarization_seconds: float | None = Field(description="Seconds spent labelling speakers, when asked for.")
     language: str | None
     language_probability: float | None
     duration: float | None = Field(description="Audio duration in seconds.")
@@ -507,13 +570,14 @@ class TaskPublic(BaseModel):
             chunks_done=chunks_done,
             started_at=task.processing_at,
             finished_at=finished,
+            stage=(task.stage or "transcribing") if task.status is TaskStatus.PROCESSING else None,
             error=error,
             result=result,
             result_formats=list(ResponseFormat) if result else None,
         )
 
 
-_SHARED_FIELDS = set(Task.model_fields) & set(TaskPublic.model_fields)
+_SHARED_FIELDS = (set(Task.model_fields) & set(TaskPublic.model_fields)) - {"stage"}
 
 
 class TaskQuery(BaseModel):

@@ -10,9 +10,9 @@ from typing import Any
 
 from shared import fleet, logs, metrics, queues
 from shared.errors import WhisperqError
-from shared.schemas import Chunk, Segment, Task
+from shared.schemas import Chunk, Segment, Task, Transcript
 from shared.store import run_fence
-from worker import batching, context, engine, splitting, spooling, stitch, windows
+from worker import batching, context, engine, speaker_stage, splitting, spooling, stitch, windows
 from worker.chunk_runs import ChunkRun, take
 from worker.context import WorkerContext
 from worker.control import ChunkTaken, TaskCancelled
@@ -187,8 +187,21 @@ def _chunk_progress(ctx: WorkerContext, run: ChunkRun, segment: Segment) -> None
     ctx.stores.events.add(task.id, event, run.fences)
 
 
+def _speakers(ctx: WorkerContext, task: Task) -> stitch.Finishing:
+    """The speaker stage over the whole stitched file, reading its chunks from the volume: one set of labels."""
+
+    def label(transcript: Transcript, plan: list[Chunk], run: int) -> Transcript:
+        chunks = [(chunk, ctx.stores.storage.chunk_path(task.id, chunk.index, run)) for chunk in plan]
+        pieces = speaker_stage.chunk_pieces(chunks)
+        return speaker_stage.label(ctx, task, transcript, pieces, [run_fence(task.id, run)])
+
+    return label
+
+
 def _stitch(ctx: WorkerContext, task: Task) -> None:
-    stitched = stitch.finish(task, ctx.stores.chunks, ctx.lifecycle)
+    stitched = stitch.finish(
+        task, ctx.stores.chunks, ctx.lifecycle, _speakers(ctx, task) if task.options.diarize else None
+    )
     if stitched is None:
         log.warning("task %s: stitched result discarded, the task had finished or gone meanwhile", task.id)
         return

@@ -11,7 +11,7 @@ from typing import Any
 
 from shared.enums import TaskType
 from shared.errors import MediaTooLong, NoAudioStream, UnsupportedMedia
-from shared.schemas import Segment, TranscribeOptions, Transcript, Word, check_model_fits
+from shared.schemas import SPEAKER_OPTIONS, Segment, TranscribeOptions, Transcript, Word, check_model_fits
 from shared.settings import Settings
 from worker import splitting
 from worker.models import resolve_model
@@ -88,7 +88,7 @@ def load_engine(settings: Settings) -> Engine:
 
 def decoding_kwargs(options: TranscribeOptions) -> dict[str, Any]:
     """faster-whisper's transcribe() arguments for a task's options."""
-    kwargs = options.model_dump(exclude={"clip_timestamps", "vad_parameters"})
+    kwargs = options.model_dump(exclude={"clip_timestamps", "vad_parameters", *SPEAKER_OPTIONS})
     kwargs["temperature"] = tuple(options.temperature)
     kwargs["clip_timestamps"] = options.clip_timestamps or "0"
     if options.vad_parameters is not None:

@@ -11,7 +11,7 @@ from shared.errors import TaskNotFound, WhisperqError
 from shared.fencing import Fence
 from shared.schemas import Segment, Task, check_model_fits
 from shared.store import run_fence
-from worker import chunk_jobs, context, download, engine
+from worker import chunk_jobs, context, download, engine, speaker_stage
 from worker.context import WorkerContext
 from worker.control import TaskCancelled
 from worker.deadline import deadline
@@ -145,6 +145,9 @@ def _run(ctx: WorkerContext, task: Task) -> None:
         language=transcript.language,
         language_probability=transcript.language_probability,
     )
+    if task.options.diarize:
+        pieces = speaker_stage.media_pieces(path, ctx.settings.max_media_duration_s)
+        transcript = speaker_stage.label(ctx, task, transcript, pieces, fences(task))
     processing = time.perf_counter() - started
     if ctx.lifecycle.complete(task, transcript, processing, fences(task)):
         log.info("task %s completed: %.1f s of audio", task.id, transcript.duration)

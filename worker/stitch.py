@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from shared.chunks import ChunkStore
 from shared.clock import utcnow
@@ -10,6 +10,9 @@ from shared.enums import TaskType
 from shared.lifecycle import Lifecycle
 from shared.schemas import Chunk, Segment, Task, Transcript
 from shared.store import run_fence
+
+# What a split task's result goes through after stitching: given the transcript, the plan and the run that made it.
+Finishing = Callable[[Transcript, list[Chunk], int], Transcript] | None
 
 # Whisper counts seek in mel frames of 10 ms.
 FRAMES_PER_SECOND = 100
@@ -56,11 +59,14 @@ def stitch(
     )
 
 
-def finish(task: Task, chunks: ChunkStore, lifecycle: Lifecycle) -> tuple[Transcript, float] | None:
+def finish(
+    task: Task, chunks: ChunkStore, lifecycle: Lifecycle, then: Finishing = None
+) -> tuple[Transcript, float] | None:
     """Stitch a split task whose chunks are all done and complete it (which releases its chunks).
 
-    The completion is fenced by the run that made the plan. Returns the transcript and the seconds from the split
-    to now; None if a chunk is not done, or the task had ended or gone.
+    `then`, if given, turns the stitched transcript into the result, with the plan's chunks and the fences of the
+    run that made it (the speaker stage). The completion is fenced by that run. Returns the transcript and the
+    seconds from the split to now; None if a chunk is not done, or the task had ended or gone.
     """
     split = chunks.load(task.id)
     if split is None or split.finished < len(split.chunks):
@@ -69,6 +75,8 @@ def finish(task: Task, chunks: ChunkStore, lifecycle: Lifecycle) -> tuple[Transc
     transcript = stitch(
         task.task_type, split.language, split.language_probability, plan[-1].end, chunks.segments(task.id, plan)
     )
+    if then is not None:
+        transcript = then(transcript, plan, split.run)
     processing = (utcnow() - (task.processing_at or utcnow())).total_seconds()
     completed = lifecycle.complete(task, transcript, processing, [run_fence(task.id, split.run)])
     return (transcript, processing) if completed else None

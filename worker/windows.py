@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from shared.enums import TaskType
-from shared.schemas import Segment, TranscribeOptions, Word
+from shared.schemas import SPEAKER_OPTIONS, Segment, TranscribeOptions, Word
 from worker import engine as engines
 
 RATE = 16_000
@@ -44,7 +44,9 @@ class Window:
 
 def batch_key(window: Window) -> tuple[str, ...]:
     """What must match for windows to share a batch: the task, the language and every decoding option."""
-    options = window.options.model_dump_json(exclude={"language", "clip_timestamps", "vad_filter", "vad_parameters"})
+    options = window.options.model_dump_json(
+        exclude={"language", "clip_timestamps", "vad_filter", "vad_parameters", *SPEAKER_OPTIONS}
+    )
     return (window.task_type.value, window.language, options)
 
 

@@ -20,7 +20,7 @@ from api.upload import receive_form
 from shared import fleet
 from shared.enums import Priority, ResponseFormat, TaskStatus, TaskType
 from shared.errors import InvalidRequest, TaskTimeout
-from shared.formats import render, verbose_json
+from shared.formats import diarized_json, render, verbose_json
 from shared.languages import to_code
 from shared.schemas import Task, TaskCreate, parse
 from shared.settings import Settings
@@ -44,7 +44,9 @@ class OpenAIForm(BaseModel):
         default=None, ge=0, le=1, description="Sampling temperature, 0 to 1. / 采样温度。", examples=[0]
     )
     response_format: str = Field(
-        default="json", description="json, text, srt, vtt or verbose_json. / 输出格式。", examples=["verbose_json"]
+        default="json",
+        description="json, text, srt, vtt, verbose_json or diarized_json (speaker labels). / 输出格式。",
+        examples=["verbose_json"],
     )
     timestamp_granularities: str | None = Field(
         default=None,
@@ -68,8 +70,8 @@ class OpenAIForm(BaseModel):
     @field_validator("response_format")
     @classmethod
     def _format(cls, value: str) -> str:
-        if value not in ("json", "text", "srt", "vtt", "verbose_json"):
-            raise ValueError("must be json, text, srt, vtt or verbose_json")
+        if value not in ("json", "text", "srt", "vtt", "verbose_json", "diarized_json"):
+            raise ValueError("must be json, text, srt, vtt, verbose_json or diarized_json")
         return value
 
     @property
@@ -87,6 +89,7 @@ class OpenAIForm(BaseModel):
             "initial_prompt": self.prompt,
             "temperature": None if self.temperature is None else [self.temperature],
             "word_timestamps": "word" in self.granularities,
+            "diarize": self.response_format == "diarized_json" or None,
         }
         fields = {
             "task_type": task_type,
@@ -116,6 +119,8 @@ def _answer(tasks: TaskService, task: Task, request: OpenAIForm) -> Response:
     assert transcript is not None
     if request.response_format == "json":
         return JSONResponse({"text": transcript.text})
+    if request.response_format == "diarized_json":
+        return JSONResponse(diarized_json(transcript))
     if request.response_format == "verbose_json":
         body = verbose_json(transcript)
         if "segment" not in request.granularities:

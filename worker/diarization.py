@@ -1,0 +1,315 @@
+"""Who spoke when: speaker turns from voice embeddings, clustered over the whole recording.
+
+Speech is found with Silero VAD (faster-whisper's); each stretch of speech is cut into 1.6-s windows a fixed step
+apart, and each window becomes a 256-number voice embedding from Resemblyzer's encoder (a 3-layer LSTM whose
+trained weights ship in the `resemblyzer` wheel, so it works offline). Windows are clustered by cosine distance
+(average-linkage agglomerative clustering, cut at a distance tuned on real conversations; spectral clustering
+when the task gives the count); each moment of speech takes the label of the nearest window in its stretch.
+
+Audio comes in pieces (a whole short file, or a long file's chunks, read one at a time), so memory holds one piece
+and the embeddings, never the whole waveform; labels are clustered over every piece together, so a speaker keeps
+one label across a long file.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+RATE = 16000
+HOP = RATE // 100  # one mel frame: 10 ms
+WINDOW_FRAMES = 160  # Resemblyzer's partial utterance: 1.6 s
+STEP_FRAMES = 40  # a window every 0.4 s
+VAD_THRESHOLD = 0.3  # far-field meeting speech scores low; lower finds it without taking noise for speech
+LOUDEST_GAIN = 50.0  # quiet recordings are raised to full scale for the VAD, by at most this factor
+LEVEL_DBFS = -30.0  # each stretch of speech is brought to this loudness before it is embedded, as in training
+SHORTEST_S = 0.4  # speech shorter than this gets no window of its own: it takes its neighbours' label
+BATCH = 128
+# Cosine distance at which average linkage stops merging; the count of speakers follows from it.
+THRESHOLD = 0.3
+# A cluster with less speech than this (seconds) is folded into the nearest larger one: a cough, not a speaker.
+SMALLEST_SPEAKER_S = 1.0
+# Clustering is quadratic in windows: past this many, a spread sample is clustered and the rest join its centroids.
+MOST_CLUSTERED = 2000
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One speaker's stretch of speech, in seconds on the recording's timeline."""
+
+    start: float
+    end: float
+    speaker: str
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Samples of the recording (16 kHz float32 mono) and where they start on its timeline."""
+
+    offset: float
+    samples: np.ndarray
+
+
+@dataclass
+class _Windows:
+    """Embeddings of speech windows and where each sits: its stretch of speech and its centre time."""
+
+    embeddings: list[np.ndarray]
+    centres: list[float]
+    stretches: list[tuple[float, float]]  # every stretch of speech found, in time order
+    owner: list[int]  # for each window, its stretch's index
+
+
+def weights_path() -> Path:
+    """Resemblyzer's trained encoder, inside its installed package (read without importing it: the package's
+    own audio helpers import webrtcvad, which needs pkg_resources)."""
+    spec = importlib.util.find_spec("resemblyzer")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("speaker labels need the `resemblyzer` package (pip install 'whisperq[speakers]')")
+    return Path(next(iter(spec.submodule_search_locations))) / "pretrained.pt"
+
+
+class Diarizer:
+    """The voice encoder, loaded once per worker."""
+
+    def __init__(self, device: str = "cpu") -> None:
+        import torch
+
+        self.device = device
+        self.encoder = _encoder(torch, device)
+        self.filters = mel_filters()
+
+    def turns(
+        self,
+        audio: np.ndarray,
+        num_speakers: int | None = None,
+        min_speakers: int | None = None,
+        max_speakers: int | None = None,
+    ) -> list[Turn]:
+        """Speaker turns of one waveform."""
+        return self.turns_of([Piece(0.0, audio)], num_speakers, min_speakers, max_speakers)
+
+    def turns_of(
+        self,
+        pieces: Iterable[Piece],
+        num_speakers: int | None = None,
+        min_speakers: int | None = None,
+        max_speakers: int | None = None,
+    ) -> list[Turn]:
+        """Speaker turns over pieces of one recording, labelled SPEAKER_00, SPEAKER_01... by first appearance."""
+        found = _Windows([], [], [], [])
+        for piece in pieces:
+            self._embed_piece(piece, found)
+        if not found.stretches:
+            return []
+        if not found.embeddings:  # speech too short to embed anywhere: one speaker
+            return _named([Turn(a, b, "0") for a, b in found.stretches])
+        labels = cluster(np.stack(found.embeddings), num_speakers, min_speakers, max_speakers, STEP_FRAMES / 100)
+        return _named(_turns(found, labels))
+
+    def _embed_piece(self, piece: Piece, found: _Windows) -> None:
+        for start, end in speech(_raised(piece.samples)):
+            stretch = len(found.stretches)
+            found.stretches.append((piece.offset + start, piece.offset + end))
+            if end - start < SHORTEST_S:
+                continue
+            samples = _levelled(piece.samples[round(start * RATE) : round(end * RATE)])
+            for centre, embedding in zip(*self._embed(samples), strict=True):
+                found.centres.append(piece.offset + start + centre)
+                found.embeddings.append(embedding)
+                found.owner.append(stretch)
+
+    def _embed(self, samples: np.ndarray) -> tuple[list[float], np.ndarray]:
+        """Centre times (s, from the samples' start) and embeddings of the windows over one stretch of speech."""
+        import torch
+
+        mel = mel_frames(samples, self.filters)
+        frames = len(mel)
+        starts = list(range(0, max(1, frames - WINDOW_FRAMES + 1), STEP_FRAMES))
+        if frames > WINDOW_FRAMES and starts[-1] + WINDOW_FRAMES < frames:
+            starts.append(frames - WINDOW_FRAMES)  # the stretch's end gets a window too
+        if frames < WINDOW_FRAMES:
+            mel = np.pad(mel, ((0, WINDOW_FRAMES - frames), (0, 0)))
+        batch = np.stack([mel[s : s + WINDOW_FRAMES] for s in starts])
+        outputs = []
+        with torch.inference_mode():
+            for first in range(0, len(batch), BATCH):
+                part = torch.from_numpy(batch[first : first + BATCH]).to(self.device)
+                outputs.append(self.encoder(part).cpu().numpy())
+        centres = [(s + min(WINDOW_FRAMES, frames) / 2) / 100 for s in starts]
+        return centres, np.concatenate(outputs)
+
+
+def _raised(samples: np.ndarray) -> np.ndarray:
+    peak = float(np.abs(samples).max()) if len(samples) else 0.0
+    return samples * min(0.9 / peak, LOUDEST_GAIN) if peak > 0 else samples
+
+
+def _levelled(samples: np.ndarray) -> np.ndarray:
+    rms = float(np.sqrt(np.mean(samples.astype(np.float64) ** 2))) if len(samples) else 0.0
+    return (samples * (10 ** (LEVEL_DBFS / 20) / rms)).astype(np.float32) if rms > 0 else samples
+
+
+def _encoder(torch: Any, device: str) -> Any:
+    """Resemblyzer's network (LSTM 40 -> 3 x 256, a linear layer, ReLU, unit length) with its trained weights."""
+
+    class Encoder(torch.nn.Module):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self.lstm = torch.nn.LSTM(40, 256, 3, batch_first=True)
+            self.linear = torch.nn.Linear(256, 256)
+
+        def forward(self, mels: Any) -> Any:
+            _, (hidden, _) = self.lstm(mels)
+            raw = torch.relu(self.linear(hidden[-1]))
+            return raw / torch.norm(raw, dim=1, keepdim=True).clamp_min(1e-8)
+
+    encoder = Encoder()
+    state = torch.load(weights_path(), map_location="cpu", weights_only=True)["model_state"]
+    encoder.load_state_dict({k: v for k, v in state.items() if k.startswith(("lstm.", "linear."))})
+    return encoder.to(device).eval()
+
+
+def mel_frames(samples: np.ndarray, filters: Any) -> np.ndarray:
+    """The 40-band mel power spectrogram Resemblyzer was trained on (librosa's, computed with torch): 25-ms windows
+    every 10 ms, frames x bands."""
+    import torch
+
+    spectrum = torch.stft(
+        torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32)),
+        n_fft=400,
+        hop_length=HOP,
+        window=torch.hann_window(400),
+        center=True,
+        pad_mode="constant",
+        return_complex=True,
+    )
+    return np.asarray((filters @ spectrum.abs() ** 2).T.numpy(), dtype=np.float32)
+
+
+def mel_filters() -> Any:
+    """librosa's 40-band Slaney mel filter bank for 400-point FFTs at 16 kHz, as a torch matrix."""
+    import librosa
+    import torch
+
+    return torch.from_numpy(librosa.filters.mel(sr=RATE, n_fft=400, n_mels=40)).float()
+
+
+def speech(samples: np.ndarray) -> list[tuple[float, float]]:
+    """Stretches of speech in seconds, by Silero VAD, split at pauses of a fifth of a second."""
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    options = VadOptions(
+        threshold=VAD_THRESHOLD, min_silence_duration_ms=200, speech_pad_ms=60, min_speech_duration_ms=100
+    )
+    return [(s["start"] / RATE, s["end"] / RATE) for s in get_speech_timestamps(samples, options)]
+
+
+def cluster(
+    embeddings: np.ndarray,
+    num_speakers: int | None,
+    min_speakers: int | None,
+    max_speakers: int | None,
+    seconds_each: float,
+) -> np.ndarray:
+    """A speaker index for each embedding. Found alone: average-linkage clusters by cosine distance, cut where
+    merging passes THRESHOLD, tiny ones folded in, then every window moved to its nearest speaker's centroid. A
+    count given (or a found count outside the bounds given) is honoured by spectral clustering, which measured
+    better than cutting the tree at a count."""
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    count = len(embeddings)
+    sample = np.linspace(0, count - 1, min(count, MOST_CLUSTERED)).round().astype(int)
+    wanted = num_speakers
+    if wanted is None:
+        if len(sample) < 2:
+            return np.zeros(count, dtype=int)
+        tree = linkage(embeddings[sample], method="average", metric="cosine")
+        labels = fcluster(tree, THRESHOLD, criterion="distance")
+        labels = _folded(embeddings[sample], labels, SMALLEST_SPEAKER_S / seconds_each)
+        found = len(set(labels))
+        wanted = min(max(found, min_speakers or 1), max_speakers or found)
+        if wanted == found:
+            return _nearest(embeddings, _centroids(embeddings[sample], labels))
+    if wanted <= 1 or len(sample) <= wanted:
+        return np.zeros(count, dtype=int) if wanted <= 1 else np.arange(count) % wanted
+    labels = _spectral(embeddings[sample], wanted)
+    return labels if len(sample) == count else _nearest(embeddings, _centroids(embeddings[sample], labels))
+
+
+def _spectral(embeddings: np.ndarray, speakers: int) -> np.ndarray:
+    from sklearn.cluster import SpectralClustering
+
+    affinity = np.clip(embeddings @ embeddings.T, 0, 1)
+    clustering = SpectralClustering(speakers, affinity="precomputed", random_state=0, assign_labels="kmeans")
+    return np.asarray(clustering.fit_predict(affinity))
+
+
+def _nearest(embeddings: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    return np.asarray(np.argmax(embeddings @ centroids.T, axis=1))
+
+
+def _centroids(embeddings: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    rows = [embeddings[labels == label].mean(axis=0) for label in sorted(set(labels))]
+    centroids = np.stack(rows)
+    return np.asarray(centroids / np.linalg.norm(centroids, axis=1, keepdims=True))
+
+
+def _folded(embeddings: np.ndarray, labels: np.ndarray, fewest: float) -> np.ndarray:
+    """Clusters with fewer than `fewest` windows joined to the nearest cluster that has enough (if any has)."""
+    sizes = {label: int((labels == label).sum()) for label in set(labels)}
+    kept = [label for label, size in sizes.items() if size >= fewest]
+    if not kept or len(kept) == len(sizes):
+        return labels
+    centroids = np.stack([embeddings[labels == label].mean(axis=0) for label in kept])
+    nearest = np.asarray(kept)[np.argmax(embeddings @ centroids.T, axis=1)]
+    return np.where(np.isin(labels, kept), labels, nearest)
+
+
+def _turns(found: _Windows, labels: np.ndarray) -> list[Turn]:
+    """Each stretch of speech cut where the label of its nearest window changes; stretches without a window of
+    their own take the nearest window's label."""
+    centres = np.asarray(found.centres)
+    owner = np.asarray(found.owner)
+    turns: list[Turn] = []
+    for index, (start, end) in enumerate(found.stretches):
+        inside = np.flatnonzero(owner == index)
+        if len(inside) == 0:
+            nearest = int(np.argmin(np.abs(centres - (start + end) / 2)))
+            turns.append(Turn(start, end, str(labels[nearest])))
+            continue
+        cut = start
+        for here, there in zip(inside[:-1], inside[1:], strict=True):
+            if labels[here] != labels[there]:
+                middle = (centres[here] + centres[there]) / 2
+                turns.append(Turn(cut, middle, str(labels[here])))
+                cut = middle
+        turns.append(Turn(cut, end, str(labels[inside[-1]])))
+    return _merged(turns)
+
+
+def _merged(turns: list[Turn]) -> list[Turn]:
+    """Neighbouring turns of one speaker joined, when no more than half a second apart."""
+    merged: list[Turn] = []
+    for turn in turns:
+        if merged and merged[-1].speaker == turn.speaker and turn.start - merged[-1].end <= 0.5:
+            merged[-1] = Turn(merged[-1].start, turn.end, turn.speaker)
+        else:
+            merged.append(turn)
+    return merged
+
+
+def _named(turns: list[Turn]) -> list[Turn]:
+    """Labels SPEAKER_00, SPEAKER_01... in order of first appearance; times rounded to milliseconds."""
+    names: dict[str, str] = {}
+    for turn in turns:
+        names.setdefault(turn.speaker, f"SPEAKER_{len(names):02d}")
+    return [Turn(round(float(t.start), 3), round(float(t.end), 3), names[t.speaker]) for t in turns]
