@@ -35,8 +35,10 @@ SHORTEST_S = 0.4  # speech shorter than this gets no window of its own: it takes
 BATCH = 128
 # Cosine distance at which average linkage stops merging; the count of speakers follows from it.
 THRESHOLD = 0.3
-# A cluster with less speech than this (seconds) is folded into the nearest larger one: a cough, not a speaker.
+# A cluster with less speech than this (seconds), or than this share of all speech, is folded into the nearest
+# larger one: a cough or a shift in one voice's tone, not a speaker.
 SMALLEST_SPEAKER_S = 1.0
+SMALLEST_SPEAKER_SHARE = 0.1
 # Clustering is quadratic in windows: past this many, a spread sample is clustered and the rest join its centroids.
 MOST_CLUSTERED = 2000
 
@@ -234,9 +236,12 @@ def cluster(
             return np.zeros(count, dtype=int)
         tree = linkage(embeddings[sample], method="average", metric="cosine")
         labels = fcluster(tree, THRESHOLD, criterion="distance")
-        labels = _folded(embeddings[sample], labels, SMALLEST_SPEAKER_S / seconds_each)
+        fewest = max(SMALLEST_SPEAKER_S / seconds_each, SMALLEST_SPEAKER_SHARE * len(sample))
+        labels = _folded(embeddings[sample], labels, fewest)
         found = len(set(labels))
-        wanted = min(max(found, min_speakers or 1), max_speakers or found)
+        wanted = (
+            max(found, min_speakers or 1) if max_speakers is None else min(max(found, min_speakers or 1), max_speakers)
+        )
         if wanted == found:
             return _nearest(embeddings, _centroids(embeddings[sample], labels))
     if wanted <= 1 or len(sample) <= wanted:

@@ -36,6 +36,17 @@ def reference(name: str) -> Annotation:
     return turns
 
 
+def matches(name: str, segments: list[dict[str, Any]]) -> bool:
+    """True when each label stands for one reference speaker and each segment's label is that of the reference
+    speaker who talks most within it."""
+    truth = reference(name)
+    pairs = set()
+    for segment in segments:
+        spoken = truth.crop(Span(segment["start"], segment["end"]))
+        pairs.add((segment["speaker"], spoken.argmax()))
+    return len(pairs) == len({label for label, _ in pairs}) == len({speaker for _, speaker in pairs})
+
+
 def der(name: str, turns: list[Turn] | list[dict[str, Any]]) -> float:
     """The diarization error rate over the whole recording, overlapped speech scored."""
     hypothesis = Annotation()
@@ -60,8 +71,8 @@ def test_two_speakers_of_the_pyannote_sample_match_its_reference(diarizer: Diari
     two = diarizer.turns(audio, num_speakers=2)
     assert labels(two) == {"SPEAKER_00", "SPEAKER_01"}
     assert der("pyannote_sample", two) < 0.15  # measured 5 %
-    found = diarizer.turns(audio)  # the count found alone: 3 here (one speaker's first turns apart), DER ~7 %
-    assert 2 <= len(labels(found)) <= 3 and der("pyannote_sample", found) < 0.15
+    found = diarizer.turns(audio)  # the count found alone
+    assert len(labels(found)) == 2 and der("pyannote_sample", found) < 0.15  # measured 7 %
 
 
 def test_three_speakers_one_after_another_are_told_apart_and_counted(diarizer: Diarizer) -> None:
@@ -70,14 +81,16 @@ def test_three_speakers_one_after_another_are_told_apart_and_counted(diarizer: D
     assert len(labels(found)) == 3 and der("falcon_test", found) < 0.05  # measured 0 %
     assert len(labels(diarizer.turns(audio, max_speakers=2))) == 2
     assert len(labels(diarizer.turns(audio, num_speakers=2))) == 2
-    assert len(labels(diarizer.turns(audio, min_speakers=4))) == 4
+    assert len(labels(diarizer.turns(audio, min_speakers=2, max_speakers=3))) == 3
 
 
 def test_one_voice_gets_one_label(diarizer: Diarizer) -> None:
     for media in (JFK, ONE_VOICE):
-        turns = diarizer.turns(splitting.decode(media, 120))
+        audio = splitting.decode(media, 120)
+        turns = diarizer.turns(audio)
         assert labels(turns) == {"SPEAKER_00"}, media.name
-        assert turns[0].start < 1.5 and turns[-1].end > 0.8 * splitting.decode(media, 120).size / 16000
+        assert turns[0].start < 1.5 and turns[-1].end > 0.8 * audio.size / 16000
+    assert len(labels(diarizer.turns(audio, min_speakers=2))) == 2, "a bound given is honoured"
 
 
 def segment(start: float, end: float, text: str, words: list[Word] | None = None) -> Segment:
@@ -167,7 +180,7 @@ def test_a_diarized_task_shows_its_stage_and_carries_speakers_in_every_format(
         < 0.2
     )
     events = api.get(f"/v1/tasks/{task_id}/events").text
-    assert 'event: stage\ndata: {"stage": "diarizing"}' in events
+    assert 'event: stage\r\ndata: {"stage": "diarizing"}' in events
     bodies = {fmt: api.get(f"/v1/tasks/{task_id}/result", params={"format": fmt}).text for fmt in FORMATS}
     for label in found:
         assert f"[{label}] " in bodies["srt"] and f"<v {label}>" in bodies["vtt"] and f"\t{label}\t" in bodies["tsv"]
@@ -192,8 +205,7 @@ def test_a_file_split_across_two_workers_keeps_one_set_of_labels(api: httpx.Clie
     assert any("decoding a batch" in worker.log.text for worker in workers)
     result = task["result"]
     assert len(result["speakers"]) == 3
-    turns = [{"start": s["start"], "end": s["end"], "speaker": s["speaker"]} for s in result["segments"]]
-    assert der("falcon_test", turns) < 0.2
+    assert matches("falcon_test", result["segments"])
 
 
 @pytest.mark.parametrize(
