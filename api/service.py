@@ -149,7 +149,7 @@ class TaskService:
             priority=request.priority,
             model=model,
             options=request.options,
-            language=request.options.language,
+            language=request.options.single_language,  # a list waits for detection to name one
             callback_url=request.callback_url,
             owner=self.caller.name,
             created_at=utcnow(),

@@ -33,6 +33,16 @@ def _split_numbers(value: Any) -> Any:
     return value
 
 
+def _split_languages(value: Any) -> list[Any]:
+    """Accept a list, a JSON array, or comma-separated languages (codes or names)."""
+    if isinstance(value, str):
+        text = value.strip()
+        value = json.loads(text) if text.startswith("[") else [part for part in text.split(",") if part.strip()]
+    if not isinstance(value, list) or not all(isinstance(entry, str) for entry in value):
+        raise ValueError("must be a language, or a list of languages")
+    return value
+
+
 class VadOptions(BaseModel):
     """Silero VAD parameters (faster-whisper's `VadOptions`)."""
 
@@ -80,10 +90,12 @@ class TranscribeOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    language: str | None = Field(
+    language: str | list[str] | None = Field(
         default=None,
-        description="Spoken language, code or name; unset: detected. / 语音语言，不填则自动检测。",
-        examples=["en"],
+        description="Spoken language, code or name; or the allowed languages (comma-separated or a JSON array), "
+        "detected among them; unset: detected. / 语音语言；或允许的语言列表（逗号分隔或 JSON 数组），在其中检测；"
+        "不填则自动检测。",
+        examples=["en", "en,es"],
     )
     temperature: list[float] = Field(
         default_factory=lambda: list(DEFAULT_TEMPERATURES),
@@ -204,15 +216,34 @@ class TranscribeOptions(BaseModel):
         examples=[4],
     )
 
-    @field_validator("language")
+    @field_validator("language", mode="before")
     @classmethod
-    def _language(cls, value: str | None) -> str | None:
+    def _language(cls, value: Any) -> Any:
+        """One language as its code; two or more as their codes, sorted, each once."""
         if value is None:
             return None
-        code = to_code(value)
-        if code is None:
-            raise ValueError(f"unknown language {value!r}; use a Whisper language code such as 'en' or 'es'")
-        return code
+        try:
+            entries = _split_languages(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not a language list: {exc.msg}") from exc
+        unknown = [entry.strip() for entry in entries if to_code(entry) is None]
+        if unknown:
+            named = f"language {unknown[0]!r}" if len(unknown) == 1 else f"languages {', '.join(map(repr, unknown))}"
+            raise ValueError(f"unknown {named}; use a Whisper language code such as 'en' or 'es'")
+        codes = sorted({cast(str, to_code(entry)) for entry in entries})
+        if not codes:
+            raise ValueError("give a language, or several separated by commas")
+        return codes[0] if len(codes) == 1 else codes
+
+    @property
+    def allowed_languages(self) -> list[str] | None:
+        """The languages detection picks among, when the task allows several."""
+        return self.language if isinstance(self.language, list) else None
+
+    @property
+    def single_language(self) -> str | None:
+        """The one language the task is decoded in, when it names one (None when it is detected)."""
+        return self.language if isinstance(self.language, str) else None
 
     @field_validator("temperature", "clip_timestamps", mode="before")
     @classmethod
@@ -353,8 +384,9 @@ def parse(model: type[FormModel], fields: Mapping[str, Any]) -> FormModel:
         raise InvalidRequest("some fields have invalid values", details=error_details(exc)) from exc
 
 
-def check_model_fits(model: str, multilingual: bool, task_type: TaskType, language: str | None) -> None:
-    """InvalidRequest for what an English-only model cannot do: translate, or read another language."""
+def check_model_fits(model: str, multilingual: bool, task_type: TaskType, language: str | list[str] | None) -> None:
+    """InvalidRequest for what an English-only model cannot do: translate, or read another language (a list of
+    languages always names another: one of English alone is the single language `en`)."""
     if not multilingual and (task_type is TaskType.TRANSLATE or language not in (None, "en")):
         raise InvalidRequest(
             f"model {model!r} is English-only: it can neither translate nor read other languages; "

@@ -58,9 +58,10 @@ def _cut(ctx: WorkerContext, task: Task, path: Path) -> tuple[list[Chunk], dict[
         speech = spooling.speech_spans(spooled.scores, spooled.samples)
         spans = splitting.plan(speech, spooled.duration, ctx.settings.chunk_target_s, spooled.scores)
         chunks = spooling.write_chunks(spooled, spans, lambda index: ctx.stores.storage.chunk_path(task.id, index, run))
-        language, probability = task.options.language, 1.0
+        language, probability = task.options.single_language, 1.0
         if language is None:
-            language, probability = engine.detect_language(ctx.engine, spooled.read(0.0, chunks[0].end))
+            first = spooled.read(0.0, chunks[0].end)
+            language, probability = engine.detect_language(ctx.engine, first, task.options.allowed_languages)
     finally:
         raw.unlink(missing_ok=True)
     fields = {

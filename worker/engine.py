@@ -88,6 +88,7 @@ def load_engine(settings: Settings) -> Engine:
 
 def decoding_kwargs(options: TranscribeOptions) -> dict[str, Any]:
     """faster-whisper's transcribe() arguments for a task's options."""
+    assert options.allowed_languages is None, "a list of languages is narrowed to one by detection first"
     kwargs = options.model_dump(exclude={"clip_timestamps", "vad_parameters", *SPEAKER_OPTIONS})
     kwargs["temperature"] = tuple(options.temperature)
     kwargs["clip_timestamps"] = options.clip_timestamps or "0"
@@ -108,11 +109,18 @@ def batched_kwargs(options: TranscribeOptions, batch_size: int) -> dict[str, Any
     return kwargs
 
 
-def detect_language(engine: Engine, samples: Any) -> tuple[str, float]:
-    """The language spoken in these 16 kHz samples (their first 30 s) and its probability; English for .en models."""
+def detect_language(engine: Engine, samples: Any, allowed: list[str] | None = None) -> tuple[str, float]:
+    """The language spoken in these 16 kHz samples (their first 30 s) and its probability; English for .en models.
+
+    Given the allowed languages, the most probable of them, with its probability among all the model knows.
+    """
     if not engine.multilingual:
         return "en", 1.0
-    language, probability, _ = engine.model.detect_language(audio=samples)
+    language, probability, ranked = engine.model.detect_language(audio=samples)
+    if allowed is not None:
+        probabilities = {str(code): float(p) for code, p in ranked}
+        language = max(allowed, key=lambda code: probabilities.get(code, 0.0))
+        probability = probabilities.get(language, 0.0)
     return str(language), round(float(probability), 4)
 
 
@@ -151,6 +159,10 @@ def transcribe(
     """
     check_model_fits(engine.name, engine.multilingual, task_type, options.language)
     audio = splitting.decode(path, engine.max_audio_s)
+    detected = None
+    if options.allowed_languages is not None:
+        detected = detect_language(engine, audio, options.allowed_languages)
+        options = options.model_copy(update={"language": detected[0]})
     if engine.batched is not None:
         kwargs = batched_kwargs(options, engine.batch_size)
         segments, info = engine.batched.transcribe(audio, task=task_type.value, **kwargs)
@@ -162,7 +174,7 @@ def transcribe(
     return Transcript(
         task=task_type,
         language=info.language,
-        language_probability=round(info.language_probability, 4),
+        language_probability=detected[1] if detected else round(info.language_probability, 4),
         duration=info.duration,
         text="".join(segment.text for segment in collected).strip(),
         segments=collected,
