@@ -14,6 +14,7 @@ from pyannote.core import Annotation, Timeline  # type: ignore[import-untyped]
 from pyannote.core import Segment as Span
 from pyannote.metrics.diarization import DiarizationErrorRate  # type: ignore[import-untyped]
 
+from benchmark.dataset import load_manifest
 from shared.enums import TaskType
 from shared.schemas import Segment, Transcript, Word
 from tests.conftest import DATA, JFK, StartWorker, submit, wait_for
@@ -82,6 +83,25 @@ def test_three_speakers_one_after_another_are_told_apart_and_counted(diarizer: D
     assert len(labels(diarizer.turns(audio, max_speakers=2))) == 2
     assert len(labels(diarizer.turns(audio, num_speakers=2))) == 2
     assert len(labels(diarizer.turns(audio, min_speakers=2, max_speakers=3))) == 3
+
+
+def test_a_built_two_speaker_conversation_is_labelled_like_its_reference(diarizer: Diarizer) -> None:
+    """Two people (the LJSpeech reader and a digit speaker) for two and a half minutes, as the benchmark builds it."""
+    from benchmark import conversations
+
+    built = conversations.build(
+        "conv2_04", conversations.PLANS["conv2_04"], load_manifest(DATA / "manifest.tsv"), conversations.SEED
+    )
+    truth = Annotation()
+    for turn in built.turns:
+        truth[Span(turn.start, turn.end)] = turn.speaker
+    found = diarizer.turns(built.audio)
+    hypothesis = Annotation()
+    for turn in found:
+        hypothesis[Span(turn.start, turn.end)] = turn.speaker
+    whole = Timeline([Span(0, built.seconds)])
+    assert len(labels(found)) == 2
+    assert DiarizationErrorRate(collar=COLLAR)(truth, hypothesis, uem=whole) < 0.12  # measured 4.5 %
 
 
 def test_one_voice_gets_one_label(diarizer: Diarizer) -> None:
