@@ -22,7 +22,7 @@ from redis.exceptions import ResponseError
 from rq import Queue
 
 from shared import fleet, keys, queues
-from shared.chunks import chunk_fence
+from shared.chunks import Split, chunk_fence
 from shared.enums import ChunkStatus, TaskStatus
 from shared.errors import TaskNotFound
 from shared.fencing import Fence
@@ -141,13 +141,21 @@ class Janitor:
             return False
         return worker not in seen.live or seen.now - since >= self.settings.worker_ttl_s
 
+    def _stitch_orphan(self, task: Task, split: Split, seen: _Sighting) -> list[str]:
+        """Every chunk is done: stitch the task if the worker that finished the last one died before it could. While
+        a chunk's worker still holds its job, that worker is stitching (labelling speakers can take a while)."""
+        for state in split.chunks:
+            if not self._lost(queues.chunk_job_id(task.id, state.chunk.index), state.worker, seen):
+                return []
+        return [task.id] if stitch.finish(task, self.chunks, self.lifecycle) else []
+
     def _sweep_split(self, task: Task, seen: _Sighting) -> list[str]:
         """Lost chunk runs go back on the queue; chunk jobs lost twice running are queued again."""
         split = self.chunks.load(task.id)
         if split is None:
             return []
-        if split.finished == len(split.chunks):  # the worker that finished the last chunk died before stitching
-            return [task.id] if stitch.finish(task, self.chunks, self.lifecycle) else []
+        if split.finished == len(split.chunks):
+            return self._stitch_orphan(task, split, seen)
         recovered: list[str] = []
         want = fleet.window_slots(self.redis, task.model)  # workers may have come or gone since the split
         queued = self.chunks.take(task.id, len(split.chunks), want)

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from shared.schemas import Segment, SpeakerSummary, Transcript, Word
+from shared.schemas import Segment, SpeakerSummary, Transcript
 from worker.diarization import Turn
 
 Tokenize = Callable[[str], list[int]]
@@ -139,8 +139,3 @@ def _runs(speakers: list[str]) -> list[tuple[int, int]]:
         else:
             runs.append((index, index))
     return runs
-
-
-def words_of(transcript: Transcript) -> list[Word]:
-    """Every word of a transcript, in order (for tests and the benchmark)."""
-    return [word for segment in transcript.segments for word in segment.words or []]
