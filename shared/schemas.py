@@ -19,6 +19,8 @@ FormModel = TypeVar("FormModel", bound=BaseModel)
 DEFAULT_TEMPERATURES = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
 MAX_SPEAKERS = 20
 SPEAKER_OPTIONS = {"diarize", "num_speakers", "min_speakers", "max_speakers"}
+# Options applied to the decoded text: not faster-whisper's arguments, and not something a batch must share.
+AFTER_DECODE_OPTIONS = {"drop_nonspeech", *SPEAKER_OPTIONS}
 
 
 def _split_numbers(value: Any) -> Any:
@@ -187,6 +189,12 @@ class TranscribeOptions(BaseModel):
         default=None,
         description="VAD settings as a JSON object; needs vad_filter. / VAD 参数（JSON 对象），需开启 vad_filter。",
         examples=['{"min_silence_duration_ms": 500}'],
+    )
+    drop_nonspeech: bool = Field(
+        default=True,
+        description="Drop text Whisper is unsure of where the VAD hears no voice (text made up on music, tones or "
+        "silence). / 丢弃 Whisper 没有把握、且 VAD 听不到人声处的文字（在音乐、提示音或静音上编造的文字）。",
+        examples=[True],
     )
 
     diarize: bool = Field(

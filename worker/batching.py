@@ -19,7 +19,7 @@ from rq.job import Job
 
 from shared import queues
 from shared.errors import TaskNotFound
-from shared.schemas import SPEAKER_OPTIONS, Task
+from shared.schemas import AFTER_DECODE_OPTIONS, Task
 from shared.settings import Settings
 from worker.chunk_runs import ChunkRun, take
 from worker.context import WorkerContext
@@ -41,7 +41,7 @@ def width(settings: Settings, device: str) -> int:
 def task_key(task: Task, language: str | None) -> tuple[str, ...]:
     """What must match for two tasks' windows to share a batch (windows.batch_key, before any audio is read)."""
     options = task.options.model_dump_json(
-        exclude={"language", "clip_timestamps", "vad_filter", "vad_parameters", *SPEAKER_OPTIONS}
+        exclude={"language", "clip_timestamps", "vad_filter", "vad_parameters", *AFTER_DECODE_OPTIONS}
     )
     return (task.task_type.value, language or "", options)
 

@@ -11,9 +11,9 @@ from typing import Any
 
 from shared.enums import TaskType
 from shared.errors import MediaTooLong, NoAudioStream, UnsupportedMedia
-from shared.schemas import SPEAKER_OPTIONS, Segment, TranscribeOptions, Transcript, Word, check_model_fits
+from shared.schemas import AFTER_DECODE_OPTIONS, Segment, TranscribeOptions, Transcript, Word, check_model_fits
 from shared.settings import Settings
-from worker import splitting
+from worker import nonspeech, splitting
 from worker.models import resolve_model
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ def load_engine(settings: Settings) -> Engine:
 def decoding_kwargs(options: TranscribeOptions) -> dict[str, Any]:
     """faster-whisper's transcribe() arguments for a task's options."""
     assert options.allowed_languages is None, "a list of languages is narrowed to one by detection first"
-    kwargs = options.model_dump(exclude={"clip_timestamps", "vad_parameters", *SPEAKER_OPTIONS})
+    kwargs = options.model_dump(exclude={"clip_timestamps", "vad_parameters", *AFTER_DECODE_OPTIONS})
     kwargs["temperature"] = tuple(options.temperature)
     kwargs["clip_timestamps"] = options.clip_timestamps or "0"
     if options.vad_parameters is not None:
@@ -170,7 +170,7 @@ def transcribe(
         segments, info = engine.model.transcribe(audio, task=task_type.value, **decoding_kwargs(options))
     if info.duration <= 0:
         raise UnsupportedMedia("the media holds no audio samples")
-    collected = _collect(segments, info.duration, on_progress)
+    collected = _collect(segments, info.duration, on_progress, nonspeech.keeper(audio, options))
     return Transcript(
         task=task_type,
         language=info.language,
@@ -181,11 +181,16 @@ def transcribe(
     )
 
 
-def _collect(segments: Iterable[Any], duration: float, on_progress: ProgressCallback) -> list[Segment]:
-    collected = []
+def _collect(
+    segments: Iterable[Any], duration: float, on_progress: ProgressCallback, keep: Callable[[Segment], bool]
+) -> list[Segment]:
+    """The segments kept, numbered from 1, each reported as it comes."""
+    collected: list[Segment] = []
     for raw in segments:
-        collected.append(segment_of(raw))
-        on_progress(min(1.0, raw.end / duration) if duration > 0 else 0.0, collected[-1])
+        segment = segment_of(raw)
+        if keep(segment):
+            collected.append(segment.model_copy(update={"id": len(collected) + 1}))
+            on_progress(min(1.0, raw.end / duration) if duration > 0 else 0.0, collected[-1])
     return collected
 
 

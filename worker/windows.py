@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 
 from shared.enums import TaskType
-from shared.schemas import SPEAKER_OPTIONS, Segment, TranscribeOptions, Word
+from shared.schemas import AFTER_DECODE_OPTIONS, Segment, TranscribeOptions, Word
 from worker import engine as engines
+from worker import nonspeech
 
 RATE = 16_000
 WINDOW_S = 30.0
@@ -45,7 +46,7 @@ class Window:
 def batch_key(window: Window) -> tuple[str, ...]:
     """What must match for windows to share a batch: the task, the language and every decoding option."""
     options = window.options.model_dump_json(
-        exclude={"language", "clip_timestamps", "vad_filter", "vad_parameters", *SPEAKER_OPTIONS}
+        exclude={"language", "clip_timestamps", "vad_filter", "vad_parameters", *AFTER_DECODE_OPTIONS}
     )
     return (window.task_type.value, window.language, options)
 
@@ -72,7 +73,14 @@ def decode(engine: engines.Engine, windows: Sequence[Window], tails: bool = True
             parts, tokenizer, encoded, sizes, options.prepend_punctuations, options.append_punctuations, 0.0
         )
     decoded = [_settle(engine, window, raw) for window, raw in zip(windows, parts, strict=True)]
-    return [_numbered(segments) for segments in (_redo_tails(engine, windows, decoded) if tails else decoded)]
+    settled = _redo_tails(engine, windows, decoded) if tails else decoded
+    return [_numbered(_heard(window, segments)) for window, segments in zip(windows, settled, strict=True)]
+
+
+def _heard(window: Window, segments: list[Segment]) -> list[Segment]:
+    """The window's segments less the text Whisper made up on non-speech, unless the task keeps it."""
+    keep = nonspeech.keeper(window.samples, window.options)
+    return [segment for segment in segments if keep(segment)]
 
 
 def _redo_tails(engine: engines.Engine, windows: Sequence[Window], decoded: list[list[Segment]]) -> list[list[Segment]]:
