@@ -1,5 +1,6 @@
-"""No invented text: what Whisper writes on screaming monkeys, a cartoon's music and silence is dropped by default,
-while single spoken words the VAD hears only faintly come back."""
+"""No invented text: what Whisper writes on a cartoon's music and effects is dropped by default, while single spoken
+words the VAD hears only faintly come back. (The benchmark, `python -m benchmark.nonspeech`, runs every non-speech
+clip of the data set: tones, silences, screaming monkeys.)"""
 
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ from worker import splitting
 from worker.engine import Engine, load_engine, transcribe
 from worker.windows import Window, decode
 
-MONKEYS = DATA / "audio" / "asterisk" / "en" / "tt-monkeys.opus"  # 16 s of screaming monkeys
 VIDEO = DATA / "video" / "big_buck_bunny_small_nospeech.mp4"  # 5 s of a cartoon's music and effects
 # The spoken digits Silero VAD scores lowest (8 kHz, under its speech threshold of 0.5), which tiny.en reads right:
 # the clips a test on the VAD alone would lose.
@@ -51,7 +51,7 @@ def test_text_made_up_on_non_speech_is_dropped(settings: Settings) -> None:
 
 def test_a_window_of_a_long_file_drops_made_up_text_too(settings: Settings) -> None:
     engine = tiny(settings)
-    samples = splitting.decode(MONKEYS, 60)[: 8 * splitting.SAMPLE_RATE]
+    samples = splitting.decode(VIDEO, 60)
     options = TranscribeOptions(language="en")
     # The option is applied after decoding: windows that differ in it share one batch.
     windows = [
