@@ -1,17 +1,20 @@
-"""Invented text on non-speech, and speech kept: the worker's transcripts without and with `drop_nonspeech`.
+"""Invented text on non-speech, and speech kept: the worker's transcripts as decoded and with `drop_nonspeech`.
 
 python -m benchmark.nonspeech [--models tiny.en,base] [--speech-per-language 40] [--out benchmark-results/nonspeech]
 
 Each clip is decoded once by the worker's engine (`worker.engine.transcribe`, default options) with drop_nonspeech
-off: what the service wrote before it existed. The worker's own test (`worker.nonspeech.keeper`) is then applied to
-those segments: what it writes now by default. The test runs after decoding and never changes it, so one decode
-gives both, and the difference is the test's alone.
+off: what the service wrote before it existed. The worker's own rule (`worker.nonspeech.keeper`) is then applied to
+those segments: what it writes now by default. The rule runs after decoding and never changes it, so one decode
+gives both, and the difference is the rule's alone. Beside it, for comparison, each kind of signal it combines alone:
+"VAD alone" keeps a segment only where Silero VAD hears a voice (as gating the audio by the VAD would), "Whisper alone"
+drops one only on Whisper's own no-speech probability (unsure and over 0.5, or over 0.6).
 - non-speech: the manifest's `nonspeech` rows (tones, beeps, silences of 0.2 to 10 s, screaming monkeys) and the
-  no-speech video: words written per minute of audio (the words the scoring normaliser keeps), files with any text.
+  no-speech video: words written per minute of audio, files with any text.
 - speech: the 300 spoken digits (single words at 8 kHz, the easiest speech to drop) and up to N clips of every other
-  language (English only for .en models): WER before and after, and the clips that lost words.
+  language (English only for .en models): WER, and the clips that lost words.
 English-only models decode every non-speech clip, as English; multilingual ones in the row's language.
-Tables are printed and written to --out as nonspeech.md, each clip's texts to outcomes.jsonl.
+Tables are printed and written to --out as nonspeech.md (figures in nonspeech.json), each clip's texts to
+outcomes.jsonl.
 """
 
 from __future__ import annotations
@@ -19,10 +22,11 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from benchmark.dataset import Clip, Filters, read_manifest, spoken_language
@@ -39,17 +43,21 @@ VIDEO = DATA / "video" / "big_buck_bunny_small_nospeech.mp4"
 DIGITS = "fsdd_"
 
 
+# Ways to choose the segments kept, compared in one run: none (as decoded), the worker's rule, and each kind of signal
+# it combines alone.
+RULES = ("as decoded", "drop_nonspeech", "VAD alone", "Whisper alone")
+
+
 @dataclass(frozen=True)
 class Outcome:
-    """One clip's text without and with the non-speech test."""
+    """One clip's text as decoded and as each rule leaves it."""
 
     id: str
     kind: str  # nonspeech, digit or speech
     language: str | None
     duration: float
     reference: str
-    before: str
-    after: str
+    texts: dict[str, str]
 
 
 def non_speech(clips: Sequence[Clip]) -> list[Clip]:
@@ -69,81 +77,102 @@ def speech(clips: Sequence[Clip], model: str, per_language: int) -> list[Clip]:
 
 
 def run_clip(engine: Engine, clip: Clip, kind: str) -> Outcome:
-    """The clip decoded once; its text as decoded, and as the non-speech test leaves it."""
+    """The clip decoded once; its text as decoded, and as each rule leaves it."""
     language = "en" if not engine.multilingual else spoken_language(clip)
     options = TranscribeOptions(language=language, drop_nonspeech=False)
     transcript = transcribe(engine, clip.audio, TaskType.TRANSCRIBE, options, lambda *_: None)
-    keep = nonspeech.keeper(
-        splitting.decode(clip.audio, engine.max_audio_s), options.model_copy(update={"drop_nonspeech": True})
-    )
+    samples = splitting.decode(clip.audio, engine.max_audio_s)
+    rules = _rules(samples, options)
     return Outcome(
         id=clip.id,
         kind=kind,
         language=transcript.language if kind == "nonspeech" else clip.language,
         duration=transcript.duration,
         reference=clip.reference,
-        before=_text(transcript.segments),
-        after=_text([segment for segment in transcript.segments if keep(segment)]),
+        texts={name: _text([s for s in transcript.segments if keep(s)]) for name, keep in rules.items()},
     )
+
+
+def _rules(samples: np.ndarray, options: TranscribeOptions) -> dict[str, Callable[[Segment], bool]]:
+    """Each rule's test of a segment (True: kept); drop_nonspeech is the worker's own."""
+    listener = nonspeech.Listener(samples)
+
+    def whisper_alone(segment: Segment) -> bool:
+        unsure = segment.avg_logprob < nonspeech.UNSURE_LOGPROB or segment.temperature != options.temperature[0]
+        return not (unsure and segment.no_speech_prob > nonspeech.LEANS_SILENT) and not (
+            segment.no_speech_prob > nonspeech.SILENT_NO_SPEECH
+        )
+
+    return {
+        "as decoded": lambda _segment: True,
+        "drop_nonspeech": nonspeech.keeper(samples, options.model_copy(update={"drop_nonspeech": True})),
+        "VAD alone": lambda segment: listener.voice(segment.start, segment.end) >= nonspeech.NO_VOICE,
+        "Whisper alone": whisper_alone,
+    }
 
 
 def _text(segments: Sequence[Segment]) -> str:
     return "".join(segment.text for segment in segments).strip()
 
 
-def words(text: str, language: str | None) -> int:
-    """Words in a text, as the scoring normaliser counts them (punctuation alone is none)."""
-    return len(normalise(text, language).split())
+def words(text: str) -> int:
+    """Words in a text, as Whisper's basic normaliser leaves them: punctuation alone is none, a filler such as "Mmm"
+    is one (the English normaliser drops fillers)."""
+    return len(normalise(text, None).split())
 
 
-def summary(model: str, outcomes: Sequence[Outcome]) -> dict[str, object]:
-    """The model's figures: invented words per minute of non-speech, WER on speech, before and after."""
+def summary(model: str, outcomes: Sequence[Outcome], rule: str) -> dict[str, object]:
+    """One rule's figures for one model: invented words per minute of non-speech, WER on speech, clips that lost
+    words against the text as decoded."""
     silent = [o for o in outcomes if o.kind == "nonspeech"]
-    minutes = sum(o.duration for o in silent) / 60
-    figures: dict[str, object] = {"model": model, "nonspeech_files": len(silent), "nonspeech_minutes": minutes}
-    for side in ("before", "after"):
-        invented = sum(words(getattr(o, side), o.language) for o in silent)
-        figures[f"invented_{side}"] = invented
-        figures[f"invented_per_min_{side}"] = invented / minutes if minutes else float("nan")
-        figures[f"files_with_text_{side}"] = sum(1 for o in silent if words(getattr(o, side), o.language))
-        for name, kinds in (("digits", {"digit"}), ("other", {"speech"}), ("speech", {"digit", "speech"})):
-            figures[f"wer_{name}_{side}"] = _wer([o for o in outcomes if o.kind in kinds], side)
     spoken = [o for o in outcomes if o.kind != "nonspeech"]
-    figures["speech_clips"] = len(spoken)
-    figures["lost"] = [o.id for o in spoken if words(o.after, o.language) < words(o.before, o.language)]
+    minutes = sum(o.duration for o in silent) / 60
+    invented = sum(words(o.texts[rule]) for o in silent)
+    figures: dict[str, object] = {
+        "model": model,
+        "rule": rule,
+        "nonspeech_files": len(silent),
+        "nonspeech_minutes": minutes,
+        "invented_words": invented,
+        "invented_per_min": invented / minutes if minutes else float("nan"),
+        "files_with_text": sum(1 for o in silent if words(o.texts[rule])),
+        "speech_clips": len(spoken),
+        "lost": [o.id for o in spoken if words(o.texts[rule]) < words(o.texts["as decoded"])],
+    }
+    for name, kinds in (("digits", {"digit"}), ("other", {"speech"}), ("speech", {"digit", "speech"})):
+        figures[f"wer_{name}"] = _wer([o for o in outcomes if o.kind in kinds], rule)
     return figures
 
 
-def _wer(outcomes: Sequence[Outcome], side: str) -> float:
+def _wer(outcomes: Sequence[Outcome], rule: str) -> float:
     references = [normalise(o.reference, o.language) for o in outcomes]
-    hypotheses = [normalise(getattr(o, side), o.language) for o in outcomes]
+    hypotheses = [normalise(o.texts[rule], o.language) for o in outcomes]
     return scores(references, hypotheses, [o.language for o in outcomes])[0]
 
 
 def table(figures: Sequence[dict[str, object]]) -> str:
     """The summaries as a markdown table."""
     lines = [
-        "| model | non-speech files (min) | invented words / min, before → after | files with text | "
-        "speech clips | digit WER % | other speech WER % | all speech WER % | clips that lost words |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model | rule | non-speech files (min) | invented words / min | files with text | speech clips "
+        "| digit WER % | other speech WER % | all speech WER % | speech clips that lost words |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for f in figures:
         lost = f["lost"]
         assert isinstance(lost, list)
+        bold = "**" if f["rule"] == "drop_nonspeech" else ""
         lines.append(
-            f"| {f['model']} | {f['nonspeech_files']} ({_num(f['nonspeech_minutes'], 1)}) "
-            f"| {_num(f['invented_per_min_before'], 1)} → **{_num(f['invented_per_min_after'], 1)}** "
-            f"| {f['files_with_text_before']} → {f['files_with_text_after']} | {f['speech_clips']} "
-            f"| {_pair(f, 'digits')} | {_pair(f, 'other')} | {_pair(f, 'speech')} "
-            f"| {len(lost)}{': ' + ', '.join(map(str, lost)) if lost else ''} |"
+            f"| {f['model']} | {bold}{f['rule']}{bold} | {f['nonspeech_files']} ({_num(f['nonspeech_minutes'], 1)}) "
+            f"| {bold}{_num(f['invented_per_min'], 1)}{bold} | {f['files_with_text']} | {f['speech_clips']} "
+            f"| {_num(f['wer_digits'], 2, 100)} | {_num(f['wer_other'], 2, 100)} | {_num(f['wer_speech'], 2, 100)} "
+            f"| {len(lost)} |"
         )
     named = sorted({normaliser_name(language) for language in ("en", "es")})
-    lines.append(f"\nWords counted and WER scored after normalising ({', '.join(named)}).")
+    lines.append(
+        f'\nInvented words counted after Whisper\'s basic normaliser (fillers such as "Mmm" count); WER scored '
+        f"after the scoring normalisers ({', '.join(named)})."
+    )
     return "\n".join(lines)
-
-
-def _pair(figures: dict[str, object], name: str) -> str:
-    return f"{_num(figures[f'wer_{name}_before'], 2, 100)} → {_num(figures[f'wer_{name}_after'], 2, 100)}"
 
 
 def _num(value: object, digits: int, scale: float = 1.0) -> str:
@@ -151,7 +180,7 @@ def _num(value: object, digits: int, scale: float = 1.0) -> str:
     return f"{value * scale:.{digits}f}"
 
 
-def measure(model: str, settings: Settings, per_language: int, journal: Path) -> dict[str, object]:
+def measure(model: str, settings: Settings, per_language: int, journal: Path) -> list[dict[str, object]]:
     """Every clip through one model; each outcome into the journal as it comes."""
     engine = load_engine(settings.model_copy(update={"model": model}))
     clips, _ = read_manifest(DATA / "manifest.tsv")
@@ -163,7 +192,7 @@ def measure(model: str, settings: Settings, per_language: int, journal: Path) ->
             outcomes.append(run_clip(engine, clip, kind))
             out.write(json.dumps({"model": model, **asdict(outcomes[-1])}, ensure_ascii=False) + "\n")
             out.flush()
-    return summary(model, outcomes)
+    return [summary(model, outcomes, rule) for rule in RULES]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -176,7 +205,9 @@ def main(argv: list[str] | None = None) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     settings = Settings()
     journal = folder / "outcomes.jsonl"
-    figures = [measure(model, settings, args.speech_per_language, journal) for model in args.models.split(",")]
+    figures = [
+        row for model in args.models.split(",") for row in measure(model, settings, args.speech_per_language, journal)
+    ]
     report = table(figures)
     (folder / "nonspeech.md").write_text(report + "\n")
     (folder / "nonspeech.json").write_text(json.dumps(figures, indent=2) + "\n")
