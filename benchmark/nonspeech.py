@@ -7,7 +7,7 @@ off: what the service wrote before it existed. The worker's own rule (`worker.no
 those segments: what it writes now by default. The rule runs after decoding and never changes it, so one decode
 gives both, and the difference is the rule's alone. Beside it, for comparison, each kind of signal it combines alone:
 "VAD alone" keeps a segment only where Silero VAD hears a voice (as gating the audio by the VAD would), "Whisper alone"
-drops one only on Whisper's own no-speech probability (unsure and over 0.5, or over 0.6).
+drops every segment Whisper is unsure of (a failed check, or a fallback temperature) or judges silent.
 - non-speech: the manifest's `nonspeech` rows (tones, beeps, silences of 0.2 to 10 s, screaming monkeys) and the
   no-speech video: words written per minute of audio, files with any text.
 - speech: the 300 spoken digits (single words at 8 kHz, the easiest speech to drop) and up to N clips of every other
@@ -98,8 +98,9 @@ def _rules(samples: np.ndarray, options: TranscribeOptions) -> dict[str, Callabl
     listener = nonspeech.Listener(samples)
 
     def whisper_alone(segment: Segment) -> bool:
-        unsure = segment.avg_logprob < nonspeech.UNSURE_LOGPROB or segment.temperature != options.temperature[0]
-        return not (unsure and segment.no_speech_prob > nonspeech.LEANS_SILENT) and not (
+        fell_back = segment.temperature != options.temperature[0]
+        unsure = fell_back or segment.avg_logprob < nonspeech.UNSURE_LOGPROB
+        return not (unsure or segment.compression_ratio > nonspeech.REPEATING) and not (
             segment.no_speech_prob > nonspeech.SILENT_NO_SPEECH
         )
 
