@@ -1,6 +1,6 @@
 """No invented text: what Whisper writes on a cartoon's music and effects or on silence is dropped by default, while
-single spoken words the VAD hears only faintly come back. (The benchmark, `python -m benchmark.nonspeech`, runs every non-speech
-clip of the data set: tones, silences, screaming monkeys.)"""
+single spoken words the VAD hears only faintly come back. (The benchmark, `python -m benchmark.nonspeech`, runs
+every non-speech clip of the data set: tones, silences, screaming monkeys.)"""
 
 from __future__ import annotations
 
