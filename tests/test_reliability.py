@@ -95,7 +95,8 @@ def test_a_task_whose_workers_keep_dying_fails_with_worker_lost(
     start_worker(burst=False, worker_ttl_s=5, max_attempts=1)
     failed = wait_for(lambda: (t := task(api, task_id))["status"] == "failed" and t, timeout_s=60)
     assert failed["error"]["code"] == "worker_lost" and failed["attempts"] == 1
-    assert list(settings.uploads.iterdir()) == []
+    # The janitor marks the task failed, then removes its media: wait for the removal, not for the mark alone.
+    wait_for(lambda: list(settings.uploads.iterdir()) == [], timeout_s=30)
 
 
 @pytest.mark.slow
