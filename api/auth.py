@@ -51,7 +51,7 @@ def identify(authorization: str | None, settings: Settings) -> Caller:
     raise Unauthorized("the API key is not valid")
 
 
-def _rate_limit(caller: Caller) -> tuple[str, int] | None:
+def rate_limit(caller: Caller) -> tuple[str, int] | None:
     """The key counting this minute's requests of a rate-limited caller, and its limit; None without a limit."""
     if caller.key is None or caller.key.requests_per_minute is None:
         return None
@@ -66,7 +66,7 @@ def _check_count(count: int, limit: int) -> None:
 
 def check_rate(redis: Redis, caller: Caller) -> None:
     """RateLimited past the key's requests per minute (a fixed one-minute window in Redis)."""
-    limit = _rate_limit(caller)
+    limit = rate_limit(caller)
     if limit is None:
         return
     counter, most = limit
@@ -79,7 +79,7 @@ def check_rate(redis: Redis, caller: Caller) -> None:
 
 async def check_rate_async(redis: AsyncRedis, caller: Caller) -> None:
     """`check_rate` on the async client."""
-    limit = _rate_limit(caller)
+    limit = rate_limit(caller)
     if limit is None:
         return
     counter, most = limit

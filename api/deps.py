@@ -7,8 +7,10 @@ from typing import Annotated
 from fastapi import Depends, Header, Path, Request
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
+from starlette.datastructures import State
 
 from api.auth import Caller, authenticate_async
+from api.polling import RenderCache
 from api.service import TaskService
 from shared.settings import Settings
 from shared.storage import UploadStorage
@@ -50,10 +52,20 @@ CallerDep = Annotated[Caller, Depends(authenticate_async)]
 
 async def get_tasks(request: Request, caller: CallerDep) -> TaskService:
     """The task service for this request's caller (built on the loop: it blocks on nothing)."""
-    state = request.app.state
+    return task_service(request.app.state, caller)
+
+
+def task_service(state: State, caller: Caller) -> TaskService:
+    """The task service over the app's clients and stores, for one caller."""
     return TaskService(
         redis=state.redis, stores=state.stores, lifecycle=state.lifecycle, settings=state.settings, caller=caller
     )
+
+
+def get_renders(request: Request) -> RenderCache:
+    """The views of tasks this process has rendered."""
+    renders: RenderCache = request.app.state.renders
+    return renders
 
 
 TasksDep = Annotated[TaskService, Depends(get_tasks)]
@@ -62,6 +74,7 @@ RedisDep = Annotated[Redis, Depends(get_redis)]
 AsyncRedisDep = Annotated[AsyncRedis, Depends(get_async_redis)]
 StoresDep = Annotated[Stores, Depends(get_stores)]
 StorageDep = Annotated[UploadStorage, Depends(get_storage)]
+RendersDep = Annotated[RenderCache, Depends(get_renders)]
 TaskId = Annotated[str, Path(description="The task's id. / 任务 ID。", examples=["8c971edd0f4341419dd798788bcb8a53"])]
 IdempotencyKey = Annotated[
     str | None,

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
+from api.fastpoll import FastPolls
+from api.polling import RenderCache
 from api.routes import audio, docs, health, metrics, openai, realtime, sockets, tasks, ui
 from shared.connection import connect, connect_async
 from shared.lifecycle import Lifecycle
@@ -27,6 +30,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.lifecycle = Lifecycle(redis, app.state.stores, settings.keep_uploads)
         # Live sessions wait on their streams without holding a thread each.
         app.state.live_redis = connect_async(settings.redis_dsn)
+        # What start-up built lives as long as the process: kept out of the cyclic collector's full passes, which
+        # otherwise walk the whole app every few thousand requests and stall every answer behind them.
+        gc.freeze()
         yield
         await app.state.live_redis.aclose()
         redis.close()
@@ -40,7 +46,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
+    app.state.renders = RenderCache()
     install_error_handlers(app)
+    app.add_middleware(FastPolls)
     app.include_router(health.router)
     app.include_router(tasks.router)
     app.include_router(sockets.router)

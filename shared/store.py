@@ -8,6 +8,7 @@ run holds the task (see `shared.fencing`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -18,7 +19,7 @@ from typing import Any, cast
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 from redis.client import Pipeline
-from redis.exceptions import WatchError
+from redis.exceptions import NoScriptError, WatchError
 
 from shared import fencing, keys
 from shared.clock import to_ms, utcnow
@@ -166,42 +167,73 @@ def _decode(raw: Mapping[Any, Any]) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class Snapshot:
-    """A task as one status poll reads it: the task, its callback attempts, its stored result as raw JSON (when asked
-    for; otherwise only whether there is one) and the id of the last entry of its event stream ("0-0" for none)."""
+class Stored:
+    """A task as one status poll reads it, unparsed: its hash, its callback attempts, whether it has a result, and
+    the id of the last entry of its event stream ("0-0" for none)."""
 
-    task: Task
-    deliveries: list[Delivery]
+    fields: dict[bytes, bytes]
+    deliveries: list[bytes]
     has_result: bool
-    result: bytes | None
     last_event: str
 
+    @property
+    def fingerprint(self) -> bytes:
+        """A digest of everything stored but the event id: equal digests, the same task to show."""
+        digest = hashlib.blake2b(digest_size=16)
+        for key in sorted(self.fields):
+            digest.update(b"%d:%s%d:%s" % (len(key), key, len(self.fields[key]), self.fields[key]))
+        for item in self.deliveries:
+            digest.update(b"d%d:%s" % (len(item), item))
+        digest.update(b"r1" if self.has_result else b"r0")
+        return digest.digest()
 
-async def snapshot(redis: AsyncRedis, task_id: str, with_result: bool) -> Snapshot:
+    @property
+    def owner(self) -> str:
+        """The name of the key that created the task."""
+        return self.fields.get(b"owner", b"anonymous").decode()
+
+    @property
+    def task(self) -> Task:
+        """The task, validated."""
+        return Task.model_validate(_decode(self.fields))
+
+    @property
+    def delivered(self) -> list[Delivery]:
+        """The callback attempts, validated."""
+        return [Delivery.model_validate_json(item) for item in self.deliveries]
+
+
+# A poll's read as one command: the stream's last id first, then the hash, the callback attempts and whether there is
+# a result (a pipeline of four costs the async client four times the work of one reply).
+_READ_POLL = """
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+return {last[1] and last[1][1] or false, redis.call('HGETALL', KEYS[2]), redis.call('LRANGE', KEYS[3], 0, -1),
+        redis.call('EXISTS', KEYS[4])}
+"""
+_READ_POLL_SHA = hashlib.sha1(_READ_POLL.encode()).hexdigest()
+
+
+async def read_stored(redis: AsyncRedis, task_id: str) -> Stored:
     """Read a task for a poll in one round trip on the async client; TaskNotFound if there is none.
 
     The stream's last id is read first: a change after it is then either in the fields read or in the stream after
-    that id, so a long poll that waits on the stream from there misses none. The result is passed on unparsed: it was
-    validated when the worker stored it, and it never changes after.
+    that id, so a long poll that waits on the stream from there misses none.
     """
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.xrevrange(keys.events_key(task_id), count=1)
-        pipe.hgetall(keys.task_key(task_id))
-        pipe.lrange(keys.deliveries_key(task_id), 0, -1)  # written by the callback queue
-        if with_result:
-            pipe.get(keys.result_key(task_id))
-        else:
-            pipe.exists(keys.result_key(task_id))
-        last, raw, deliveries, result = await pipe.execute()
-    if not raw:
+    names = [keys.events_key(task_id), keys.task_key(task_id), keys.deliveries_key(task_id), keys.result_key(task_id)]
+    try:
+        last, flat, deliveries, result = await redis.evalsha(_READ_POLL_SHA, len(names), *names)
+    except NoScriptError:
+        last, flat, deliveries, result = await redis.eval(_READ_POLL, len(names), *names)
+    if not flat:
         raise TaskNotFound(f"no task with id {task_id!r}")
-    return Snapshot(
-        task=Task.model_validate(_decode(raw)),
-        deliveries=[Delivery.model_validate_json(item) for item in deliveries],
-        has_result=bool(result),
-        result=result if with_result else None,
-        last_event=last[0][0].decode() if last else "0-0",
-    )
+    fields = dict(zip(flat[::2], flat[1::2], strict=True))
+    return Stored(fields, deliveries, bool(result), last.decode() if last else "0-0")
+
+
+async def read_result(redis: AsyncRedis, task_id: str) -> bytes | None:
+    """A task's stored result as raw JSON: validated when the worker stored it, and never changed after."""
+    result = await redis.get(keys.result_key(task_id))
+    return cast(bytes | None, result)
 
 
 class TaskStore:

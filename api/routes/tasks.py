@@ -9,7 +9,7 @@ from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
 from api import live, polling
-from api.deps import AsyncRedisDep, IdempotencyKey, SettingsDep, StorageDep, TaskId, TasksDep
+from api.deps import AsyncRedisDep, IdempotencyKey, RendersDep, SettingsDep, StorageDep, TaskId, TasksDep
 from api.limits import Slots
 from api.openapi import ERROR_RESPONSES, form_body
 from api.summary import SummaryCreate, SummaryPublic, summarise
@@ -98,6 +98,7 @@ async def get_task(
     task_id: TaskId,
     tasks: TasksDep,
     redis: AsyncRedisDep,
+    renders: RendersDep,
     view: View = TaskView.FULL,
     wait: Wait = 0.0,
     if_none_match: IfNoneMatch = None,
@@ -106,7 +107,7 @@ async def get_task(
 
     任务状态、进度、耗时，完成后含结果；带 ETag，可长轮询。
     """
-    return await polling.poll(tasks, redis, task_id, view, wait, if_none_match)
+    return await polling.poll(tasks, redis, renders, task_id, view, wait, if_none_match)
 
 
 @router.get("/{task_id}/result", response_class=Response)
