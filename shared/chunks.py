@@ -14,11 +14,12 @@ long file of the same priority wait for one chunk, not for the whole file.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from string import Template
 from typing import Any, cast
 
+from pydantic import TypeAdapter
 from redis import Redis
 from redis.client import Pipeline
 from redis.exceptions import WatchError
@@ -27,6 +28,8 @@ from shared import keys
 from shared.enums import ChunkStatus, TaskStatus
 from shared.fencing import Fence
 from shared.schemas import Chunk, Segment
+
+_SEGMENTS = TypeAdapter(list[Segment])
 
 
 def _script(source: str) -> str:
@@ -252,16 +255,13 @@ class ChunkStore:
                 return False
         return True
 
-    def segments(self, task_id: str, chunks: Sequence[Chunk]) -> list[tuple[Chunk, list[Segment]]]:
-        """The stored segments of finished chunks, in chunk order."""
-        pipe = self.redis.pipeline()
+    def segments(self, task_id: str, chunks: Sequence[Chunk]) -> Iterator[tuple[Chunk, list[Segment]]]:
+        """The stored segments of finished chunks, in chunk order, read one chunk at a time (the stored JSON of a
+        two-hour file's chunks is never all in memory beside its segments)."""
         for chunk in chunks:
-            pipe.hget(keys.chunks_key(task_id), f"segments:{chunk.index}")
-        parts = []
-        for chunk, raw in zip(chunks, pipe.execute(), strict=True):
+            raw = self.redis.hget(keys.chunks_key(task_id), f"segments:{chunk.index}")
             if raw is not None:
-                parts.append((chunk, [Segment.model_validate(item) for item in json.loads(raw)]))
-        return parts
+                yield chunk, _SEGMENTS.validate_json(cast(bytes, raw))
 
     def count(self, task_id: str) -> int:
         """How many chunks a task's plan has; 0 if it has none."""

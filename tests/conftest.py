@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -163,10 +165,14 @@ def run_worker(settings: Settings) -> Callable[[str], subprocess.CompletedProces
 
 
 class Spawned(subprocess.Popen[str]):
-    """A child process whose stderr is read as it prints, so that a chatty one never blocks on a full pipe."""
+    """A child process whose stderr is read as it prints, so that a chatty one never blocks on a full pipe.
+
+    It leads a session of its own, so that stopping it also stops what it started (uvicorn's API processes).
+    """
 
     def __init__(self, command: list[str], env: dict[str, str]) -> None:
-        super().__init__(command, env=env, cwd=PROJECT, text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        pipes: dict[str, Any] = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE}
+        super().__init__(command, env=env, cwd=PROJECT, text=True, start_new_session=True, **pipes)
         assert self.stderr is not None
         self.log = Output(self.stderr)
 
@@ -179,8 +185,9 @@ class Spawned(subprocess.Popen[str]):
         return self.log.wait_ended(timeout_s)
 
     def stop(self) -> None:
-        """Kill it if it still runs, and give its reader a moment to reach the end of what it printed."""
-        self.kill()
+        """Kill it and everything it started, and give its reader a moment to reach the end of what it printed."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, signal.SIGKILL)
         self.wait()
         self.log.ended_within(10)  # a child of its own may still hold the pipe open; its reader closes it then
 

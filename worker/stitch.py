@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from shared.chunks import ChunkStore
 from shared.clock import utcnow
@@ -42,13 +42,18 @@ def stitch(
     language: str,
     language_probability: float,
     duration: float,
-    parts: Sequence[tuple[Chunk, Sequence[Segment]]],
+    parts: Iterable[tuple[Chunk, Sequence[Segment]]],
 ) -> Transcript:
-    """One transcript from the chunks' segments (already on the original timeline), in chunk order, ids from 1."""
+    """One transcript from the chunks' segments (already on the original timeline), in chunk order, ids from 1.
+
+    The segments are the stitcher's own, just read: they are renumbered in place, not copied, so a long file's
+    segments are in memory once.
+    """
     segments: list[Segment] = []
     for _, chunk_segments in sorted(parts, key=lambda part: part[0].index):
         for segment in chunk_segments:
-            segments.append(segment.model_copy(update={"id": len(segments) + 1}))
+            segment.id = len(segments) + 1
+            segments.append(segment)
     return Transcript(
         task=task,
         language=language,

@@ -87,9 +87,7 @@ def test_a_plain_poll_is_answered_there_exactly_as_the_route_answers_it(
         assert fast.body == routed.content
         assert fast.headers["etag"] == routed.headers["etag"]
         assert fast.headers["content-type"] == routed.headers["content-type"] == "application/json"
-        unchanged = through_fast_path(
-            app, f"/v1/tasks/{task.id}", query, [("If-None-Match", fast.headers["etag"])]
-        )
+        unchanged = through_fast_path(app, f"/v1/tasks/{task.id}", query, [("If-None-Match", fast.headers["etag"])])
         assert unchanged.status == 304 and unchanged.body == b"" and unchanged.headers["etag"] == fast.headers["etag"]
 
 
