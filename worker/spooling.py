@@ -2,7 +2,7 @@
 
 The worker that splits a long file never holds its audio: each decoded block is appended to a raw 16-bit file
 beside the chunks and scored by Silero VAD (its recurrent state carried from block to block, so the scores equal
-a whole-file pass), and the chunks are then cut from that file through a memory map. What stays in memory is one
+a whole-file pass), and the chunks are then cut from that file, read a chunk at a time. What stays in memory is one
 block and one score per 32-ms frame (225,000 floats for two hours).
 """
 
@@ -44,8 +44,19 @@ class Spooled:
 
     def read(self, start_s: float, end_s: float) -> np.ndarray:
         """The float samples between two times, read from the volume."""
-        pcm = np.memmap(self.raw, dtype="<i2", mode="r", shape=(self.samples,)) if self.samples else np.zeros(0, "<i2")
-        return pcm[round(start_s * RATE) : round(end_s * RATE)].astype(np.float32) / 32768.0
+        return self.pcm(start_s, end_s).astype(np.float32) / 32768.0
+
+    def pcm(self, start_s: float, end_s: float) -> np.ndarray:
+        """The 16-bit samples between two times, read from the volume.
+
+        Read, not mapped: pages of a mapped file count in the worker's resident memory as they are touched, so
+        cutting a two-hour file through a map held most of its 230 MB there.
+        """
+        first = min(max(0, round(start_s * RATE)), self.samples)
+        last = min(max(first, round(end_s * RATE)), self.samples)
+        with self.raw.open("rb") as raw:
+            raw.seek(2 * first)
+            return np.frombuffer(raw.read(2 * (last - first)), dtype="<i2")
 
 
 def spool(media: Path, max_s: float, raw: Path) -> Spooled:
@@ -106,7 +117,6 @@ def _padded(spans: list[list[int]], samples: int) -> list[list[int]]:
 
 def write_chunks(spooled: Spooled, spans: Sequence[splitting.Span], path_of: Callable[[int], Path]) -> list[Chunk]:
     """Write each span of the spooled audio as a 16-bit mono WAV file at `path_of(index)`; the chunks, in order."""
-    pcm = np.memmap(spooled.raw, dtype="<i2", mode="r", shape=(spooled.samples,))
     chunks = []
     for index, (start, end) in enumerate(spans):
         path = path_of(index)
@@ -115,6 +125,6 @@ def write_chunks(spooled: Spooled, spans: Sequence[splitting.Span], path_of: Cal
             out.setnchannels(1)
             out.setsampwidth(2)
             out.setframerate(RATE)
-            out.writeframes(pcm[round(start * RATE) : round(end * RATE)].tobytes())
+            out.writeframes(spooled.pcm(start, end).tobytes())
         chunks.append(Chunk(index=index, start=round(start, 3), end=round(end, 3)))
     return chunks
