@@ -430,16 +430,35 @@ class Segment(BaseModel):
 
 
 class Chunk(BaseModel):
-    """One piece of a long file, cut at silences: seconds on the original timeline."""
+    """One piece of a long file, cut at silences: seconds on the original timeline.
+
+    `pieces`, where set, are the stretches of [start, end] its audio is made of, joined in order (the middles of
+    long pauses left out); without them its audio is the whole of [start, end].
+    """
 
     index: int = Field(ge=0)
     start: float = Field(ge=0)
     end: float = Field(ge=0)
+    pieces: list[tuple[float, float]] | None = None
 
     @property
     def duration(self) -> float:
-        """Seconds of audio in the chunk."""
+        """Seconds of the original timeline the chunk spans."""
         return self.end - self.start
+
+    @property
+    def spans(self) -> list[tuple[float, float]]:
+        """The stretches of the original timeline its audio is made of."""
+        return self.pieces or [(self.start, self.end)]
+
+    def place(self, t: float) -> float:
+        """A time in the chunk's audio (seconds from its start) on the original timeline, within the chunk."""
+        left = max(0.0, t)
+        for start, end in self.spans:
+            if left <= end - start:
+                return start + left
+            left -= end - start
+        return self.end
 
 
 class SpeakerSummary(BaseModel):

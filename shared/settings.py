@@ -125,6 +125,13 @@ class Settings(BaseSettings):
         description="Longest a chunk is cut (one Whisper window at most), in a pause near its end: a high-priority "
         "task waits for one batch of chunks at most.",
     )
+    chunk_pause_s: float = Field(
+        default=0.3,
+        ge=0,
+        le=5,
+        description="Longest pause a chunk's audio keeps: the middle of a longer one is left out, so a window holds "
+        "more speech and a long file needs fewer; 0: every pause kept whole.",
+    )
     allow_download: bool = Field(default=True, description="Let workers download models from the model hub.")
 
     api_keys: list[ApiKey] = Field(

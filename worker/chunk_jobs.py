@@ -8,6 +8,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from shared import fleet, logs, metrics, queues
 from shared.errors import WhisperqError
 from shared.schemas import Chunk, Segment, Task, Transcript
@@ -56,11 +58,12 @@ def _cut(ctx: WorkerContext, task: Task, path: Path) -> tuple[list[Chunk], dict[
     try:
         spooled = spooling.spool(path, ctx.settings.max_media_duration_s, raw)
         speech = spooling.speech_spans(spooled.scores, spooled.samples)
-        spans = splitting.plan(speech, spooled.duration, ctx.settings.chunk_target_s, spooled.scores)
-        chunks = spooling.write_chunks(spooled, spans, lambda index: ctx.stores.storage.chunk_path(task.id, index, run))
+        target, pause = ctx.settings.chunk_target_s, ctx.settings.chunk_pause_s
+        plan = splitting.squeezed_plan(speech, spooled.duration, target, pause, spooled.scores)
+        chunks = spooling.write_chunks(spooled, plan, lambda index: ctx.stores.storage.chunk_path(task.id, index, run))
         language, probability = task.options.single_language, 1.0
         if language is None:
-            first = spooled.read(0.0, chunks[0].end)
+            first = np.concatenate([spooled.read(a, b) for a, b in chunks[0].spans])
             language, probability = engine.detect_language(ctx.engine, first, task.options.allowed_languages)
     finally:
         raw.unlink(missing_ok=True)
@@ -175,7 +178,7 @@ def _queue_more(ctx: WorkerContext, task: Task, count: int) -> None:
 def _chunk_progress(ctx: WorkerContext, run: ChunkRun, segment: Segment) -> None:
     """Record seconds done in this chunk and the share done over all chunks; stream the segment on the timeline."""
     task, chunk = run.task, run.chunk
-    seconds = min(segment.end, chunk.duration)
+    seconds = chunk.place(segment.end) - chunk.start
     total = ctx.stores.chunks.progress(task.id, run.index, run.attempt, seconds, len(run.split.chunks))
     if total is None and ctx.stores.tasks.active(task.id):
         raise ChunkTaken(f"chunk {chunk.index} of task {task.id} was given to another worker")

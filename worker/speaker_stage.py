@@ -95,8 +95,12 @@ def chunk_pieces(chunks: Sequence[tuple[Chunk, Path]]) -> Iterator[Piece]:
     """A split file's chunks, read one at a time from the volume."""
     for chunk, path in chunks:
         with wave.open(str(path), "rb") as audio:
-            pcm = np.frombuffer(audio.readframes(audio.getnframes()), dtype="<i2")
-        yield Piece(chunk.start, pcm.astype(np.float32) / 32768.0)
+            samples = np.frombuffer(audio.readframes(audio.getnframes()), dtype="<i2").astype(np.float32) / 32768.0
+        at = 0
+        for start, end in chunk.spans:  # a chunk's audio may be several stretches of the recording, joined
+            size = round((end - start) * splitting.SAMPLE_RATE)
+            yield Piece(start, samples[at : at + size])
+            at += size
 
 
 def _floats(blocks: list[np.ndarray]) -> np.ndarray:

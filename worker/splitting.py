@@ -136,6 +136,64 @@ def plan(speech: Sequence[Span], duration: float, target_s: float, scores: Any =
     return chunks
 
 
+def squeezed_plan(
+    speech: Sequence[Span], duration: float, target_s: float, pause_s: float, scores: Any = None
+) -> list[list[Span]]:
+    """Chunks as `plan` cuts them, on the file with every pause longer than `pause_s` shortened to it (its middle
+    left out): each chunk is the stretches of the original timeline its audio is made of, at most `target_s` of
+    audio in all, so a window holds speech rather than silence. `pause_s` 0: the chunks of `plan`, whole."""
+    if pause_s <= 0:
+        return [[chunk] for chunk in plan(speech, duration, target_s, scores)]
+    kept = _kept(speech, duration, pause_s)
+    starts = list(itertools.accumulate((end - start for start, end in kept), initial=0.0))
+    inward = [(_inward(kept, starts, a), _inward(kept, starts, b)) for a, b in speech]
+    frames = None if scores is None else _kept_frames(scores, kept)
+    return [_outward(kept, starts, a, b) for a, b in plan(inward, starts[-1], target_s, frames)]
+
+
+def _kept(speech: Sequence[Span], duration: float, pause_s: float) -> list[Span]:
+    """The stretches of [0, duration] left once each pause longer than `pause_s` keeps only `pause_s` of itself
+    (half at each end; a pause at the file's start or end keeps only its half next to speech)."""
+    kept, start = [], 0.0
+    for a, b in silences(speech, duration):
+        if b - a <= pause_s:
+            continue
+        left = a + pause_s / 2 if a > 0 else a
+        right = b - pause_s / 2 if b < duration else b
+        if left > start:
+            kept.append((start, left))
+        start = right
+    if duration > start:
+        kept.append((start, duration))
+    return kept
+
+
+def _inward(kept: Sequence[Span], starts: Sequence[float], t: float) -> float:
+    """A time on the original timeline on the shortened one (a time in a left-out middle: where it was cut)."""
+    for (a, b), at in zip(kept, starts, strict=False):
+        if t <= b:
+            return at + max(0.0, t - a)
+    return starts[-1]
+
+
+def _outward(kept: Sequence[Span], starts: Sequence[float], low: float, high: float) -> list[Span]:
+    """The stretches of the original timeline that [low, high] of the shortened one is made of."""
+    spans = []
+    for (a, b), at in zip(kept, starts, strict=False):
+        first, last = round(a + max(low, at) - at, 3), round(a + min(high, at + b - a) - at, 3)
+        if last > first:
+            spans.append((first, last))
+    return spans
+
+
+def _kept_frames(scores: Any, kept: Sequence[Span]) -> Any:
+    """The VAD's 32-ms frame scores of the kept stretches, joined as their audio is."""
+    import numpy as np
+
+    frame_s = 512 / SAMPLE_RATE
+    return np.concatenate([scores[round(a / frame_s) : round(b / frame_s)] for a, b in kept])
+
+
 def _quietest(scores: Any, low: float, high: float) -> float:
     """The middle of the frame in [low, high] least likely to be speech; `high` without scores."""
     frame_s = 512 / SAMPLE_RATE

@@ -115,16 +115,22 @@ def _padded(spans: list[list[int]], samples: int) -> list[list[int]]:
     return spans
 
 
-def write_chunks(spooled: Spooled, spans: Sequence[splitting.Span], path_of: Callable[[int], Path]) -> list[Chunk]:
-    """Write each span of the spooled audio as a 16-bit mono WAV file at `path_of(index)`; the chunks, in order."""
+def write_chunks(
+    spooled: Spooled, plan: Sequence[Sequence[splitting.Span]], path_of: Callable[[int], Path]
+) -> list[Chunk]:
+    """Write each chunk of the plan (the stretches its audio is made of) as a 16-bit mono WAV file at
+    `path_of(index)`, its stretches joined; the chunks, in order."""
     chunks = []
-    for index, (start, end) in enumerate(spans):
+    for index, spans in enumerate(plan):
         path = path_of(index)
         path.parent.mkdir(parents=True, exist_ok=True)
         with wave.open(str(path), "wb") as out:
             out.setnchannels(1)
             out.setsampwidth(2)
             out.setframerate(RATE)
-            out.writeframes(spooled.pcm(start, end).tobytes())
-        chunks.append(Chunk(index=index, start=round(start, 3), end=round(end, 3)))
+            for start, end in spans:
+                out.writeframes(spooled.pcm(start, end).tobytes())
+        pieces = [(round(a, 3), round(b, 3)) for a, b in spans]
+        start, end = pieces[0][0], pieces[-1][1]
+        chunks.append(Chunk(index=index, start=start, end=end, pieces=pieces if len(pieces) > 1 else None))
     return chunks

@@ -22,7 +22,7 @@ def shift(segment: Segment, chunk: Chunk) -> Segment:
     """A chunk's segment moved to the original timeline, kept inside its chunk so times never go back."""
 
     def place(t: float) -> float:
-        return round(min(chunk.end, chunk.start + max(0.0, t)), 3)
+        return round(chunk.place(t), 3)
 
     words = None
     if segment.words is not None:
@@ -77,8 +77,9 @@ def finish(
     if split is None or split.finished < len(split.chunks):
         return None
     plan = [state.chunk for state in split.chunks]
+    duration = task.duration or plan[-1].end  # the last chunk may end before the file does, in a pause left out
     transcript = stitch(
-        task.task_type, split.language, split.language_probability, plan[-1].end, chunks.segments(task.id, plan)
+        task.task_type, split.language, split.language_probability, duration, chunks.segments(task.id, plan)
     )
     if then is not None:
         transcript = then(transcript, plan, split.run)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import signal
 import subprocess
 import tracemalloc
@@ -43,6 +44,19 @@ def planned(path: Path, target_s: float) -> tuple[list[tuple[float, float]], lis
     duration = len(audio) / splitting.SAMPLE_RATE
     speech = splitting.speech_spans(audio)
     return speech, splitting.plan(speech, duration, target_s), duration
+
+
+def squeezed(path: Path, target_s: float) -> list[tuple[float, float]]:
+    """Where each chunk of a file starts and ends on its timeline, as the worker cuts it by default (long pauses'
+    middles left out of its audio)."""
+    speech, _, duration = planned(path, target_s)
+    pause = Settings().chunk_pause_s
+    return [(spans[0][0], spans[-1][1]) for spans in splitting.squeezed_plan(speech, duration, target_s, pause)]
+
+
+def chunk_of(starts: list[float], t: float) -> int:
+    """The index of the chunk a time falls in, by the chunks' starts (a time between two chunks: the earlier)."""
+    return max(0, bisect.bisect_right(starts, t) - 1)
 
 
 def task(api: httpx.Client, task_id: str) -> dict[str, Any]:
@@ -115,6 +129,38 @@ def test_cuts_fall_in_silences_and_chunks_cover_the_file(path: Path) -> None:
     assert all(30 / 8 <= length <= 30 for length in lengths[:-1]), lengths
     assert sum(lengths) / len(lengths) > 24, "chunks fill most of a window"
     assert len(chunks) >= duration // 30
+
+
+@pytest.mark.parametrize("path", [LJSPEECH, ASTERISK], ids=["ljspeech", "asterisk"])
+def test_a_squeezed_chunk_holds_its_speech_and_only_short_pauses(path: Path) -> None:
+    speech, whole, duration = planned(path, 30.0)
+    plan = splitting.squeezed_plan(speech, duration, 30.0, 0.3)
+    pieces = [piece for spans in plan for piece in spans]
+    assert all(sum(b - a for a, b in spans) <= 30.0 + 1e-6 for spans in plan), "each chunk's audio fits a window"
+    assert pieces == sorted(pieces) and all(a < b for a, b in pieces)
+    for start, end in speech:
+        assert any(a - 1e-3 <= start and end <= b + 1e-3 for a, b in pieces), f"speech {start:.2f}-{end:.2f} s is left out"
+    quiet = splitting.silences(speech, duration)
+    for (_, left), (right, _) in zip(pieces, pieces[1:], strict=False):
+        if right - left > 1e-3:  # a stretch left out: the middle of one long pause, 0.3 s of it kept
+            pause = next((a, b) for a, b in quiet if a <= left and right <= b)
+            assert pause[1] - pause[0] > 0.3 and (left - pause[0]) + (pause[1] - right) == pytest.approx(0.3, abs=2e-3)
+    assert len(plan) <= len(whole)
+    if path == ASTERISK:  # its prompts are 0.75 s apart: 29 windows instead of 36
+        assert len(plan) < 0.85 * len(whole), "fewer windows than with every pause kept"
+    assert splitting.squeezed_plan(speech, duration, 30.0, 0.0) == [[chunk] for chunk in whole], "0: pauses whole"
+
+
+def test_a_time_in_a_squeezed_chunk_is_placed_on_the_original_timeline() -> None:
+    chunk = Chunk(index=3, start=100.0, end=130.0, pieces=[(100.0, 110.0), (115.0, 130.0)])
+    assert [chunk.place(t) for t in (-1.0, 0.0, 9.5, 10.0, 10.5, 25.0, 40.0)] == [
+        100.0, 100.0, 109.5, 110.0, 115.5, 130.0, 130.0
+    ]  # fmt: skip
+    assert chunk.spans == chunk.pieces and chunk.duration == 30.0
+    plain = Chunk(index=0, start=0.0, end=20.0)
+    assert plain.spans == [(0.0, 20.0)] and plain.place(5.0) == 5.0 and plain.place(25.0) == 20.0
+    moved = shift(make_segment(1, 9.0, 12.0, " across the joint", words=True), chunk)
+    assert (moved.start, moved.end) == (109.0, 117.0)
 
 
 def test_spooling_scores_speech_as_a_whole_file_pass_in_flat_memory(tmp_path: Path) -> None:
@@ -194,7 +240,8 @@ def test_a_long_file_is_split_fanned_out_and_stitched_seamlessly(
     for worker in fleet:
         worker.send_signal(signal.SIGTERM)
     assert done["status"] == "completed", done["error"]
-    _, chunks, duration = planned(path, 30.0)
+    _, _, duration = planned(path, 30.0)
+    chunks = squeezed(path, 30.0)
     assert done["chunks"] == done["chunks_done"] == len(chunks) and done["progress"] == 1.0
     assert done["chunk_spans"] == [[round(a, 3), round(b, 3)] for a, b in chunks], "the cuts are recorded on the task"
     result = done["result"]
@@ -208,12 +255,13 @@ def test_a_long_file_is_split_fanned_out_and_stitched_seamlessly(
     assert words == sorted(words), "word times run forward"
     assert result["text"] == "".join(s["text"] for s in segments).strip()
 
-    by_chunk = [" ".join(s["text"] for s in segments if a <= s["start"] < b) for a, b in chunks]
+    starts = [a for a, _ in chunks]
+    by_chunk = [" ".join(s["text"] for s in segments if chunk_of(starts, s["start"]) == i) for i in range(len(chunks))]
     assert all(by_chunk), "every chunk has text"
     reference = normalise(path.with_suffix(".txt").read_text(), "en")
     stitched = seam_errors(reference, by_chunk)
     unsplit = unsplit_transcript(path, settings)
-    whole = [" ".join(s.text for s in unsplit if a <= s.start < b) for a, b in chunks]
+    whole = [" ".join(s.text for s in unsplit if chunk_of(starts, s.start) == i) for i in range(len(chunks))]
     baseline = seam_errors(reference, whole)
     # Where the engine reads the words around a seam right in one run, the stitched result must too; where
     # it already drops or adds words there (tiny.en on a list of numbers), a seam proves nothing either way.
