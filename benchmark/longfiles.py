@@ -1,6 +1,7 @@
 """Long files, split and fanned out against the unsplit path: priority, scaling and accuracy, as printed figures.
 
-python -m benchmark.longfiles [--model tiny.en] [--runs 3] [--cpu-threads 1] [--only priority,scaling,accuracy,batched]
+python -m benchmark.longfiles [--model tiny.en] [--runs 3] [--cpu-threads 1]
+    [--only priority,scaling,accuracy,batched,pauses]
 
 - priority: one worker busy on the 16-minute file at low priority; a short clip sent at high priority
   every few seconds. Its time to completed, over its time on an idle worker (median and worst).
@@ -9,6 +10,9 @@ python -m benchmark.longfiles [--model tiny.en] [--runs 3] [--cpu-threads 1] [--
 - accuracy: WER of the stitched and the unsplit result on both long files (split after 60 s, so the
   3.7-minute file is split too).
 - batched: the worker's engine on the 3.7-minute file with WHISPERQ_BATCH_SIZE off and on.
+- pauses: the 16-minute file on one worker unsplit, split with WHISPERQ_CHUNK_PAUSE_S 0 (every pause kept whole),
+  and split with its default (long pauses shortened); three stacks side by side, runs alternating: time, windows
+  and WER.
 Each figure comes from fresh local stacks (embedded Redis, API, workers) started here.
 """
 
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -140,6 +145,36 @@ def accuracy(settings: Settings, model: str) -> None:
         )
 
 
+def pauses(settings: Settings, model: str, runs: int) -> None:
+    """The 16-minute file on one worker unsplit, split with every pause kept whole, and split with long pauses
+    shortened (the default), three stacks side by side, runs alternating: time, windows and WER."""
+    shortened = settings.chunk_pause_s or 0.3
+    paths = {
+        "unsplit": UNSPLIT,
+        "split, pauses kept whole": {"chunk_pause_s": 0.0},
+        f"split, pauses of at most {shortened:g} s": {"chunk_pause_s": shortened},
+    }
+    print(f"\n## Pauses: {LONG.name} on one worker ({model}), median of {runs}, runs alternating\n")
+    print("| path | windows | end to end s (median) | runs | WER % (median) | vs unsplit |")
+    print("|---|---|---|---|---|---|")
+    reference = normalise(LONG.with_suffix(".txt").read_text(), "en")
+    results: dict[str, list[tuple[float, float, int]]] = {label: [] for label in paths}
+    with ExitStack() as started:
+        services = {label: started.enter_context(stack(settings, model, 1, **o)) for label, o in paths.items()}
+        for _ in range(runs):
+            for label, service in services.items():
+                task, seconds = Client(service.url, model).run(LONG, priority="normal")
+                wer = error_rates([reference], [normalise(task["result"]["text"], "en")])[0] * 100
+                results[label].append((seconds, wer, task.get("chunks") or 0))
+    base = statistics.median(t for t, _, _ in results["unsplit"])
+    for label, measured in results.items():
+        times = [t for t, _, _ in measured]
+        middle, wer = statistics.median(times), statistics.median(w for _, w, _ in measured)
+        shown = ", ".join(f"{t:.1f}" for t in times)
+        windows = measured[0][2] or "–"
+        print(f"| {label} | {windows} | {middle:.1f} | {shown} | {wer:.2f} | {middle / base:.2f} |")
+
+
 def batched(settings: Settings, model: str, runs: int) -> None:
     """The worker's engine on the 3.7-minute file, one window at a time and in batches (BatchedInferencePipeline)."""
     from shared.enums import TaskType
@@ -187,6 +222,8 @@ def main() -> None:
         accuracy(settings, args.model)
     if "batched" in chosen:
         batched(settings, args.model, args.runs)
+    if "pauses" in chosen:
+        pauses(settings, args.model, args.runs)
 
 
 if __name__ == "__main__":
