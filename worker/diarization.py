@@ -2,9 +2,10 @@
 
 Speech is found with Silero VAD (faster-whisper's); each stretch of speech is cut into 1.6-s windows a fixed step
 apart, and each window becomes a 256-number voice embedding from Resemblyzer's encoder (a 3-layer LSTM whose
-trained weights ship in the `resemblyzer` wheel, so it works offline). Windows are clustered by cosine distance
-(average-linkage agglomerative clustering, cut at a distance tuned on real conversations; spectral clustering
-when the task gives the count); each moment of speech takes the label of the nearest window in its stretch.
+trained weights ship in the `resemblyzer` wheel, so it works offline). Windows are clustered by cosine distance:
+average-linkage agglomerative clustering, cut at a distance tuned on real conversations, says whether more than one
+person speaks; an eigengap (NME-SC) may raise the count where spectral clusters come out well apart; spectral
+clustering meets a count the task gives. Each moment of speech takes the label of the nearest window in its stretch.
 
 Audio comes in pieces (a whole short file, or a long file's chunks, read one at a time), so memory holds one piece
 and the embeddings, never the whole waveform; labels are clustered over every piece together, so a speaker keeps
@@ -41,6 +42,17 @@ SMALLEST_SPEAKER_S = 1.0
 SMALLEST_SPEAKER_SHARE = 0.1
 # Clustering is quadratic in windows: past this many, a spread sample is clustered and the rest join its centroids.
 MOST_CLUSTERED = 2000
+# The eigengap's count (NME-SC): at most this many speakers unless max_speakers says otherwise; eigenvalues are cubic
+# in windows, so it reads a spread sample of at most MOST_COUNTED (500 windows: 200 s of speech, about 1 s of CPU).
+MOST_SPEAKERS = 8
+MOST_COUNTED = 500
+# Neighbours kept per window, tried from 2 to this share of the windows, this many values (NME-SC's own settings).
+NEIGHBOURS_SHARE = 0.25
+NEIGHBOURS_TRIED = 30
+# A count above the tree's stands only if no two of its clusters are closer than this (average cosine distance
+# between their windows): below it, measured splits were one voice in two (Allison Smith's English and Spanish
+# prompts, 0.31 to 0.32; a digit-dataset speaker, 0.26), above it different people (0.41 and up).
+APART = 0.38
 
 
 @dataclass(frozen=True)
@@ -222,32 +234,103 @@ def cluster(
     max_speakers: int | None,
     seconds_each: float,
 ) -> np.ndarray:
-    """A speaker index for each embedding. Found alone: average-linkage clusters by cosine distance, cut where
-    merging passes THRESHOLD, tiny ones folded in, then every window moved to its nearest speaker's centroid. A
-    count given (or a found count outside the bounds given) is honoured by spectral clustering, which measured
-    better than cutting the tree at a count."""
-    from scipy.cluster.hierarchy import fcluster, linkage
-
+    """A speaker index for each embedding. The count found alone (`_found`), or a count given (or a found count
+    outside the bounds given), which spectral clustering meets: it measured better than cutting the tree at a
+    count. Past MOST_CLUSTERED windows, a spread sample is clustered and the rest join its centroids."""
     count = len(embeddings)
-    sample = np.linspace(0, count - 1, min(count, MOST_CLUSTERED)).round().astype(int)
+    chosen = embeddings[_spread(count, MOST_CLUSTERED)]
     wanted = num_speakers
     if wanted is None:
-        if len(sample) < 2:
+        if len(chosen) < 2:
             return np.zeros(count, dtype=int)
-        tree = linkage(embeddings[sample], method="average", metric="cosine")
-        labels = fcluster(tree, THRESHOLD, criterion="distance")
-        fewest = max(SMALLEST_SPEAKER_S / seconds_each, SMALLEST_SPEAKER_SHARE * len(sample))
-        labels = _folded(embeddings[sample], labels, fewest)
+        labels = _found(chosen, max_speakers, seconds_each)
         found = len(set(labels))
         wanted = (
             max(found, min_speakers or 1) if max_speakers is None else min(max(found, min_speakers or 1), max_speakers)
         )
         if wanted == found:
-            return _nearest(embeddings, _centroids(embeddings[sample], labels))
-    if wanted <= 1 or len(sample) <= wanted:
+            return _spread_to_all(embeddings, chosen, labels)
+    if wanted <= 1 or len(chosen) <= wanted:
         return np.zeros(count, dtype=int) if wanted <= 1 else np.arange(count) % wanted
-    labels = _spectral(embeddings[sample], wanted)
-    return labels if len(sample) == count else _nearest(embeddings, _centroids(embeddings[sample], labels))
+    return _spread_to_all(embeddings, chosen, _spectral(chosen, wanted))
+
+
+def _spread(count: int, most: int) -> np.ndarray:
+    """Indices of at most `most` of `count` items, evenly spread from first to last."""
+    return np.linspace(0, count - 1, min(count, most)).round().astype(int)
+
+
+def _spread_to_all(embeddings: np.ndarray, chosen: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The labels of the clustered sample, or, where it was a sample, every window's nearest of its centroids."""
+    return labels if len(chosen) == len(embeddings) else _nearest(embeddings, _centroids(chosen, labels))
+
+
+def _found(embeddings: np.ndarray, max_speakers: int | None, seconds_each: float) -> np.ndarray:
+    """Speakers found without a count. Average linkage (`_linked`) says whether more than one person speaks, and
+    its count stands unless the eigengap proposes more: then the largest count between the two whose spectral
+    clusters are all at least APART, with a second of speech each, wins. The tree alone folds a fourth speaker
+    with a small share into a neighbour; the eigengap alone splits one voice, and is unsure between one and two."""
+    linked = _linked(embeddings, seconds_each)
+    found = len(set(linked))
+    if found < 2:
+        return linked
+    for count in range(min(_eigengap_count(embeddings, max_speakers or MOST_SPEAKERS), len(embeddings) - 1), found, -1):
+        labels = _spectral(embeddings, count)
+        if _closest(embeddings, labels) >= APART and np.bincount(labels).min() >= SMALLEST_SPEAKER_S / seconds_each:
+            return labels
+    return linked
+
+
+def _linked(embeddings: np.ndarray, seconds_each: float) -> np.ndarray:
+    """Average-linkage clusters by cosine distance cut where merging passes THRESHOLD, tiny ones folded in, then
+    every window moved to its nearest speaker's centroid."""
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    labels = fcluster(linkage(embeddings, method="average", metric="cosine"), THRESHOLD, criterion="distance")
+    fewest = max(SMALLEST_SPEAKER_S / seconds_each, SMALLEST_SPEAKER_SHARE * len(embeddings))
+    return _nearest(embeddings, _centroids(embeddings, _folded(embeddings, labels, fewest)))
+
+
+def _eigengap_count(embeddings: np.ndarray, most: int) -> int:
+    """The count by NME-SC (Park et al., 2019): each window's p nearest neighbours by cosine kept (binary,
+    symmetrised); the count is where the Laplacian's eigenvalues jump most (within `most`), at the p that makes that
+    jump largest for the fewest neighbours (the least p / normalised gap). Over a spread sample of MOST_COUNTED."""
+    sample = embeddings[_spread(len(embeddings), MOST_COUNTED)].astype(np.float64)
+    size = len(sample)
+    most = min(most, size - 2)
+    if most < 2:
+        return 1
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # comes with scikit-learn
+
+    order = np.argsort(-(sample @ sample.T), axis=1)
+    tried = np.linspace(2, max(2, int(NEIGHBOURS_SHARE * size)), NEIGHBOURS_TRIED).round().astype(int)
+    best = (np.inf, 1)
+    with threadpool_limits(1):  # matrices this small: threads only contend (10x slower on a busy 2-core VM)
+        for neighbours in sorted(set(tried)):
+            eigenvalues = _laplacian_eigenvalues(order, neighbours)
+            gaps = np.diff(eigenvalues[: most + 1])
+            ratio = neighbours / (gaps.max() / eigenvalues[-1] + 1e-10)
+            best = min(best, (ratio, int(np.argmax(gaps)) + 1))
+    return best[1]
+
+
+def _laplacian_eigenvalues(order: np.ndarray, neighbours: int) -> np.ndarray:
+    """Ascending eigenvalues of the Laplacian of the graph that links each row to its first `neighbours` in
+    `order` (itself included), symmetrised."""
+    size = len(order)
+    affinity = np.zeros((size, size))
+    affinity[np.repeat(np.arange(size), neighbours), order[:, :neighbours].ravel()] = 1.0
+    affinity = (affinity + affinity.T) / 2
+    np.fill_diagonal(affinity, 0.0)
+    return np.asarray(np.linalg.eigvalsh(np.diag(affinity.sum(axis=1)) - affinity))
+
+
+def _closest(embeddings: np.ndarray, labels: np.ndarray) -> float:
+    """The smallest average cosine distance between the windows of two clusters."""
+    groups = [embeddings[labels == label] for label in sorted(set(labels))]
+    return min(
+        float(1 - (first @ second.T).mean()) for index, first in enumerate(groups) for second in groups[index + 1 :]
+    )
 
 
 def _spectral(embeddings: np.ndarray, speakers: int) -> np.ndarray:
