@@ -4,7 +4,8 @@ python -m benchmark.longfiles [--model tiny.en] [--runs 3] [--cpu-threads 1]
     [--only priority,scaling,accuracy,batched,pauses]
 
 - priority: one worker busy on the 16-minute file at low priority; a short clip sent at high priority
-  every few seconds. Its time to completed, over its time on an idle worker (median and worst).
+  every few seconds. Its time to completed, over its time on an idle worker (median and worst); with the
+  priority lane, without it, and unsplit.
 - scaling: the 16-minute file with one and with two workers (each with --cpu-threads, the way each
   worker gets one GPU), against one worker on the unsplit path; median of --runs.
 - accuracy: WER of the stitched and the unsplit result on both long files (split after 60 s, so the
@@ -37,6 +38,7 @@ LONG = DATA / "long" / "asterisk_en_dev_concat.flac"
 LONG_FILES = [DATA / "long" / "ljspeech_LJ001_0001-0032_continuous.flac", LONG]
 CLIP = DATA / "audio" / "faster_whisper" / "jfk.flac"
 UNSPLIT = {"split_after_s": 0.0}
+NO_LANE = {"priority_lane": "off"}
 
 
 class Client:
@@ -81,12 +83,14 @@ def stack(settings: Settings, model: str, workers: int, **overrides: Any) -> Any
 
 
 def priority(settings: Settings, model: str, samples: int) -> None:
-    """A high clip's time behind a long low file, over its solo time; the unsplit path for comparison."""
+    """A high clip's time behind a long low file, over its solo time: with the priority lane (the default on CPU),
+    without it, and on the unsplit path without it."""
     target = settings.chunk_target_s
     print(f"\n## Priority: {CLIP.name} at high behind {LONG.name} at low, one worker ({model}, chunks {target:g} s)\n")
     print("| path | solo s (median) | behind the long file s (median / worst) | ratio median | ratio worst | each s |")
     print("|---|---|---|---|---|---|")
-    for label, overrides in (("split", {}), ("unsplit", UNSPLIT)):
+    paths = (("split, lane", {}), ("split, no lane", NO_LANE), ("unsplit, no lane", {**UNSPLIT, **NO_LANE}))
+    for label, overrides in paths:
         with stack(settings, model, 1, **overrides) as svc:
             client = Client(svc.url, model)
             solo = statistics.median(client.run(CLIP, priority="high")[1] for _ in range(samples))
@@ -94,10 +98,10 @@ def priority(settings: Settings, model: str, samples: int) -> None:
             while client.http.get(f"/v1/tasks/{long_id}").json()["progress"] <= 0:
                 time.sleep(0.1)
             behind = []
-            for index in range(samples if label == "split" else 1):
-                time.sleep(0.37 * (index % 4))  # arrive at different points of a chunk
+            for index in range(samples if label != "unsplit, no lane" else 1):
+                time.sleep(0.37 * (index % 4))  # arrive at different points of a window
                 behind.append(client.run(CLIP, priority="high")[1])
-            client.wait(long_id)
+            client.http.post(f"/v1/tasks/{long_id}/cancel")
         worst, middle = max(behind), statistics.median(behind)
         each = ", ".join(f"{t:.2f}" for t in behind)
         ratios = f"{middle / solo:.2f} | {worst / solo:.2f}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable
 from typing import cast
 
@@ -83,20 +84,32 @@ class Presence:
         self.redis = redis
         self.info = info
         self.ttl_s = ttl_s
-        self.holding: list[str] = []
+        self._held: dict[int, list[str]] = {}  # by the thread that runs them: the main loop, the priority lane
+        self._lock = threading.Lock()
+
+    @property
+    def holding(self) -> list[str]:
+        """Every job the worker holds, in all its threads."""
+        with self._lock:
+            return [job_id for jobs in self._held.values() for job_id in jobs]
 
     def announce(self) -> None:
         """Announce the worker and the jobs it holds (again)."""
         announce(self.redis, self.info, self.ttl_s, " ".join(self.holding) or None)
 
     def hold(self, job_id: str | None) -> None:
-        """Say which job the worker runs now (None once it ends); the upkeep repeats it if Redis misses it now."""
-        self.holding = [job_id] if job_id is not None else []
+        """Say which job this thread runs now (None once it ends); the upkeep repeats it if Redis misses it now."""
+        with self._lock:
+            if job_id is None:
+                self._held.pop(threading.get_ident(), None)
+            else:
+                self._held[threading.get_ident()] = [job_id]
         self._say()
 
     def hold_also(self, job_id: str) -> None:
-        """Say the worker holds this job too, beside the one it runs (it joined the batch in hand)."""
-        self.holding = [*self.holding, job_id]
+        """Say this thread holds this job too, beside the one it runs (it joined the batch in hand)."""
+        with self._lock:
+            self._held.setdefault(threading.get_ident(), []).append(job_id)
         self._say()
 
     def _say(self) -> None:

@@ -115,6 +115,11 @@ class Settings(BaseSettings):
         description="Windows of long files a worker decodes at once, taken from any tasks waiting at the priority "
         "in hand; 0: 8 on a GPU, 1 on CPU (where batching measured slower).",
     )
+    priority_lane: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="A second copy of the model that runs high-priority tasks at once while the worker decodes "
+        "lower ones, which then get the cores left over; auto: on for CPU batch workers (see README, Priority lane).",
+    )
     split_after_s: float = Field(
         default=300.0, ge=0, description="Audio longer than this is cut at silences into chunks; 0: never split."
     )

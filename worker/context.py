@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 from redis import Redis
@@ -27,6 +28,7 @@ class WorkerContext:
 
 
 _current: WorkerContext | None = None
+_here = threading.local()  # a thread's own context, where it differs (the priority lane's engine)
 
 
 def install(context: WorkerContext) -> None:
@@ -35,8 +37,14 @@ def install(context: WorkerContext) -> None:
     _current = context
 
 
+def install_here(context: WorkerContext) -> None:
+    """Make the context available to jobs run by this thread, in place of the process's."""
+    _here.context = context
+
+
 def current() -> WorkerContext:
     """The context of the worker running this job."""
-    if _current is None:
+    context: WorkerContext | None = getattr(_here, "context", None) or _current
+    if context is None:
         raise RuntimeError("no worker context: jobs run inside `whisperq worker`, which loads the model first")
-    return _current
+    return context

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from shared.enums import TaskType
 from shared.errors import MediaTooLong, NoAudioStream, UnsupportedMedia
@@ -17,6 +18,8 @@ from worker import nonspeech, splitting
 from worker.models import resolve_model
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # Called with the share of the audio done and the segment just decoded.
 ProgressCallback = Callable[[float, Segment], None]
@@ -56,8 +59,8 @@ def pick_compute_type(requested: str, device: str) -> str:
     return "float16" if device == "cuda" else "int8"
 
 
-def load_engine(settings: Settings) -> Engine:
-    """Resolve and load the model this worker serves."""
+def load_engine(settings: Settings, nice: int = 0) -> Engine:
+    """Resolve and load the model this worker serves; its decodes run `nice` steps below the worker's CPU priority."""
     from faster_whisper import WhisperModel
 
     path = resolve_model(settings.served_model, settings.models, settings.allow_download)
@@ -69,7 +72,8 @@ def load_engine(settings: Settings) -> Engine:
     # CTranslate2 takes 4 threads when told 0; on a smaller machine that oversubscribes its cores, which a live
     # worker's latency feels (a decode took 10% longer on two cores). Batch workers keep CTranslate2's choice.
     threads = settings.cpu_threads or (min(4, os.cpu_count() or 1) if settings.role == "live" else 0)
-    model = WhisperModel(str(path), device=device, compute_type=compute_type, cpu_threads=threads, num_workers=replicas)
+    options = {"device": device, "compute_type": compute_type, "cpu_threads": threads, "num_workers": replicas}
+    model = niced(nice, lambda: WhisperModel(str(path), **options))
     batched = None
     if settings.batch_size > 1:
         from faster_whisper import BatchedInferencePipeline
@@ -84,6 +88,33 @@ def load_engine(settings: Settings) -> Engine:
         batched=batched,
         batch_size=settings.batch_size,
     )
+
+
+def niced(steps: int, build: Callable[[], T]) -> T:
+    """What `build` returns, built in a thread of its own whose CPU niceness is raised by `steps` (at most to 19).
+
+    Linux keeps a niceness per thread and a new thread inherits its creator's: the threads CTranslate2 starts for
+    a model (its replicas, and their OpenMP threads on first use) run at the niceness of the thread that built it.
+    """
+    if steps <= 0:
+        return build()
+    built: list[T] = []
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        current = os.getpriority(os.PRIO_PROCESS, 0)  # who 0: this thread
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), min(19, current + steps))
+        try:
+            built.append(build())
+        except BaseException as exc:  # raised again in the caller's thread
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, name="niced-load")
+    thread.start()
+    thread.join()
+    if failed:
+        raise failed[0]
+    return built[0]
 
 
 def decoding_kwargs(options: TranscribeOptions) -> dict[str, Any]:

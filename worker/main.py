@@ -19,15 +19,17 @@ from rq.worker import WorkerStatus
 from shared import fleet, keys
 from shared.clock import utcnow
 from shared.connection import connect
+from shared.enums import Priority
 from shared.lifecycle import Lifecycle
 from shared.schemas import WorkerInfo
 from shared.settings import Settings
 from shared.stores import Stores
-from worker import batching, context
+from worker import batching, context, lane
 from worker.callbacks import Deliverer
 from worker.control import ColdStop
-from worker.engine import Engine, load_engine
+from worker.engine import Engine, load_engine, pick_device
 from worker.gpu import GpuLease
+from worker.lane import Lane
 from worker.live import LiveServer
 from worker.recovery import Janitor
 
@@ -81,10 +83,13 @@ class Worker(SimpleWorker):
 
     interrupted: list[str] = []
     presence: fleet.Presence | None = None
+    lane: Lane | None = None  # told which queue each job comes from
 
     def execute_job(self, job: Any, queue: Any) -> None:
         if self.presence is not None:
             self.presence.hold(job.id)
+        if self.lane is not None:
+            self.lane.follow(queue.name)
         execution = self.prepare_execution(job)
         done = threading.Event()
         beats = threading.Thread(target=self._beat, args=(job, execution, done), name="heartbeat", daemon=True)
@@ -96,6 +101,8 @@ class Worker(SimpleWorker):
             beats.join(timeout=5)
             if self.presence is not None:
                 self.presence.hold(None)
+            if self.lane is not None:
+                self.lane.follow(None)
         self.set_state(WorkerStatus.IDLE)
 
     def _beat(self, job: Any, execution: Any, done: threading.Event) -> None:
@@ -107,11 +114,15 @@ class Worker(SimpleWorker):
                 log.warning("could not send the job heartbeat", exc_info=True)
 
     def request_force_stop(self, signum: int, frame: FrameType | None) -> None:
-        """The second SIGTERM or Ctrl-C: stop at once; the job in hand goes back on its queue."""
+        """The second SIGTERM or Ctrl-C: stop at once; the jobs in hand (the priority lane's too) go back on their
+        queues."""
+        held = list(self.presence.holding) if self.presence is not None else []
         current = self.get_current_job_id()
-        if current is None:
+        if current is not None and current not in held:
+            held.append(current)
+        if not held:
             raise SystemExit()
-        self.interrupted = list(self.presence.holding) if self.presence is not None else [current]
+        self.interrupted = held
         # The second signal may cut the first one's handler short, before RQ marked the stop as requested.
         self._stop_requested = True
         log.warning("cold stop: handing %s back", ", ".join(self.interrupted))
@@ -145,7 +156,10 @@ def run(settings: Settings, burst: bool = False) -> None:
     lease = GpuLease(redis, settings, worker_id)
     gpu = lease.acquire(threading.Event())
     try:
-        serve(settings, redis, worker_id, load_engine(settings), gpu, lease, burst)
+        engine = load_engine(
+            settings, nice=lane.MAIN_NICE if lane.wanted(settings, pick_device(settings.device)) else 0
+        )
+        serve(settings, redis, worker_id, engine, gpu, lease, burst)
     finally:
         lease.release()
 
@@ -159,7 +173,8 @@ def serve(
     # The announcement gives up at once while Redis is away, so the worker announces itself as soon as it is back.
     info = worker_info(worker_id, engine, gpu, settings)
     presence = fleet.Presence(connect(settings.redis_dsn, patient=False), info, settings.worker_ttl_s)
-    context.install(context.WorkerContext(worker_id, redis, settings, engine, stores, lifecycle, presence))
+    ctx = context.WorkerContext(worker_id, redis, settings, engine, stores, lifecycle, presence)
+    context.install(ctx)
     janitor = Janitor(redis, lifecycle, settings)
     chores: list[Callable[[], object]] = [presence.announce, lease.refresh, janitor.sweep]
     if settings.heartbeat_file is not None:
@@ -175,7 +190,7 @@ def serve(
             serve_live(live, live_stop)
         else:
             live_thread = live.start_thread() if settings.role == "both" else None
-            serve_batch(settings, redis, worker_id, engine, gpu, presence, janitor, burst)
+            serve_batch(ctx, gpu, janitor, burst)
             live_stop.set()
             if live_thread is not None:
                 live_thread.join(timeout=10)
@@ -185,26 +200,34 @@ def serve(
         fleet.withdraw(redis, worker_id)
 
 
-def serve_batch(
-    settings: Settings,
-    redis: Redis,
-    worker_id: str,
-    engine: Engine,
-    gpu: str | None,
-    presence: fleet.Presence,
-    janitor: Janitor,
-    burst: bool,
-) -> None:
-    """RQ's loop over the model's queues, highest priority first; a job cut off by a cold stop is handed back."""
-    queue_names = keys.queue_names(engine.name)
-    log.info("worker %s serves %s on %s (GPU %s); queues %s", worker_id, engine.name, engine.device, gpu, queue_names)
-    rq_worker = Worker(queue_names, connection=redis, name=worker_id)
-    rq_worker.presence = presence
+def serve_batch(ctx: context.WorkerContext, gpu: str | None, janitor: Janitor, burst: bool) -> None:
+    """RQ's loop over the model's queues, highest priority first, and the priority lane beside it where it runs;
+    a job cut off by a cold stop is handed back."""
+    queue_names = keys.queue_names(ctx.engine.name)
+    log.info(
+        "worker %s serves %s on %s (GPU %s); queues %s",
+        ctx.worker_id,
+        ctx.engine.name,
+        ctx.engine.device,
+        gpu,
+        queue_names,
+    )
+    rq_worker = Worker(queue_names, connection=ctx.redis, name=ctx.worker_id)
+    rq_worker.presence = ctx.presence
+    if lane.wanted(ctx.settings, ctx.engine.device):
+        lane_worker = Worker(
+            [keys.queue_name(ctx.engine.name, Priority.HIGH)], connection=ctx.redis, name=f"{ctx.worker_id}-lane"
+        )
+        lane_worker.presence = ctx.presence
+        rq_worker.lane = lane.Lane(ctx.settings, ctx, lane_worker)
+        rq_worker.lane.start()
     try:
-        rq_worker.work(burst=burst, with_scheduler=False, logging_level=settings.log_level.upper())
+        rq_worker.work(burst=burst, with_scheduler=False, logging_level=ctx.settings.log_level.upper())
     finally:
+        if rq_worker.lane is not None:
+            rq_worker.lane.stop(wait=not rq_worker.interrupted)  # a cold stop hands the lane's job back too
         for job_id in rq_worker.interrupted:
-            janitor.hand_back(job_id, worker_id)
+            janitor.hand_back(job_id, ctx.worker_id)
 
 
 def serve_live(live: LiveServer, stop: threading.Event) -> None:
