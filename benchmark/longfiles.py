@@ -89,7 +89,11 @@ def priority(settings: Settings, model: str, samples: int) -> None:
     print(f"\n## Priority: {CLIP.name} at high behind {LONG.name} at low, one worker ({model}, chunks {target:g} s)\n")
     print("| path | solo s (median) | behind the long file s (median / worst) | ratio median | ratio worst | each s |")
     print("|---|---|---|---|---|---|")
-    paths = (("split, lane", {}), ("split, no lane", NO_LANE), ("unsplit, no lane", {**UNSPLIT, **NO_LANE}))
+    paths: list[tuple[str, dict[str, Any]]] = [
+        ("split, lane", {}),
+        ("split, no lane", NO_LANE),
+        ("unsplit, no lane", {**UNSPLIT, **NO_LANE}),
+    ]
     for label, overrides in paths:
         with stack(settings, model, 1, **overrides) as svc:
             client = Client(svc.url, model)

@@ -19,7 +19,7 @@ from redis import Redis
 
 from shared import queues
 from shared.fencing import Fence
-from shared.schemas import Task, Transcript
+from shared.schemas import RenderedTranscript, Task, Transcript
 from shared.stores import Stores
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,9 @@ class Lifecycle:
     stores: Stores
     keep_uploads: bool
 
-    def complete(self, task: Task, transcript: Transcript, processing_s: float, fences: Sequence[Fence] = ()) -> bool:
+    def complete(
+        self, task: Task, transcript: Transcript | RenderedTranscript, processing_s: float, fences: Sequence[Fence] = ()
+    ) -> bool:
         """Store the result and mark the task completed (while the run's fences hold); False if it had not."""
         completed = self.stores.tasks.complete(task.id, transcript, processing_s, fences)
         self.release(task)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import unicodedata
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, TypeVar, cast
 from urllib.parse import urlsplit
@@ -481,6 +482,15 @@ class Transcript(BaseModel):
     speakers: list[SpeakerSummary] | None = Field(
         default=None, description="Who speaks and for how long, when the task asked for speaker labels."
     )
+
+
+@dataclass(frozen=True)
+class RenderedTranscript:
+    """A transcript already written as its JSON (a long file's, stitched a chunk at a time, is never all in memory
+    as objects), with the one figure read off it."""
+
+    json: str
+    duration: float
 
 
 class Source(BaseModel):

@@ -100,7 +100,7 @@ class Settings(BaseSettings):
     cpu_threads: int = Field(
         default=0,
         ge=0,
-        description="CPU threads per worker; 0: CTranslate2's choice (a live worker: the cores, at most 4).",
+        description="CPU threads per worker (per copy of its model); 0: the cores it may use, at most 4.",
     )
     batch_size: int = Field(
         default=0,

@@ -27,7 +27,7 @@ from shared.enums import FINISHED_STATUSES, CallbackStatus, TaskStatus
 from shared.errors import TaskNotFound
 from shared.events import MAX_EVENTS
 from shared.fencing import LUA_FENCED, Fence
-from shared.schemas import Delivery, Task, TaskQuery, Transcript
+from shared.schemas import Delivery, RenderedTranscript, Task, TaskQuery, Transcript
 
 _JSON_FIELDS = {"options", "source", "chunk_spans"}
 
@@ -384,14 +384,19 @@ class TaskStore:
         return bool(self._apply(task_id, fields, fences=fences))
 
     def complete(
-        self, task_id: str, transcript: Transcript, processing_seconds: float, fences: Sequence[Fence] = ()
+        self,
+        task_id: str,
+        transcript: Transcript | RenderedTranscript,
+        processing_seconds: float,
+        fences: Sequence[Fence] = (),
     ) -> bool:
         """Store the result and mark the task completed, while every fence holds."""
         rtf = processing_seconds / transcript.duration if transcript.duration > 0 else None
+        result = transcript.json if isinstance(transcript, RenderedTranscript) else transcript.model_dump_json()
         return self.advance(
             task_id,
             TaskStatus.COMPLETED,
-            result=transcript.model_dump_json(),
+            result=result,
             fences=fences,
             progress=1.0,
             processing_seconds=round(processing_seconds, 3),

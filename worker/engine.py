@@ -69,9 +69,9 @@ def load_engine(settings: Settings, nice: int = 0) -> Engine:
     log.info("loading model %s from %s on %s (%s)", settings.served_model, path, device, compute_type)
     # A worker that serves live sessions beside queued tasks decodes from two threads at once.
     replicas = 2 if settings.role == "both" else 1
-    # CTranslate2 takes 4 threads when told 0; on a smaller machine that oversubscribes its cores, which a live
-    # worker's latency feels (a decode took 10% longer on two cores). Batch workers keep CTranslate2's choice.
-    threads = settings.cpu_threads or (min(4, os.cpu_count() or 1) if settings.role == "live" else 0)
+    # CTranslate2 takes 4 threads when told 0; on a smaller machine that oversubscribes its cores: on two cores a
+    # window took 15 to 20 % longer with 4 threads than with 2. So: the cores this process may use, at most 4.
+    threads = settings.cpu_threads or min(4, len(os.sched_getaffinity(0)))
     options = {"device": device, "compute_type": compute_type, "cpu_threads": threads, "num_workers": replicas}
     model = niced(nice, lambda: WhisperModel(str(path), **options))
     batched = None

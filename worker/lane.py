@@ -19,6 +19,7 @@ import logging
 import threading
 from typing import Any
 
+from redis.exceptions import RedisError
 from rq.timeouts import BaseDeathPenalty
 
 from shared import keys
@@ -87,14 +88,22 @@ class Lane:
     def _serve(self) -> None:
         engine = load_engine(self._settings)  # built in this thread: at the worker's own priority
         context.install_here(dataclasses.replace(self._ctx, engine=engine))
-        self._rq.register_birth()
+        self._registered(self._rq.register_birth)  # so that `rq info` shows the lane beside its worker
         log.info("priority lane ready: high-priority jobs of %s run beside lower ones", engine.name)
         try:
             while not self._stop.is_set():
                 if self._behind.wait(0.5) and not self._stop.is_set():
                     self._take_one()
         finally:
-            self._rq.register_death()
+            self._registered(self._rq.register_death)
+
+    @staticmethod
+    def _registered(change: Any) -> None:
+        """RQ's record of its workers; the lane works without it while Redis is away."""
+        try:
+            change()
+        except RedisError:
+            log.warning("could not update RQ's record of the priority lane", exc_info=True)
 
     def _take_one(self) -> None:
         """Run the next high-priority job, if one comes within a second."""

@@ -22,12 +22,12 @@ from benchmark.scoring import normalise
 from shared import fleet, keys
 from shared.chunks import ChunkStore
 from shared.enums import ChunkStatus, Priority, TaskType
-from shared.schemas import Chunk, Segment, TranscribeOptions
+from shared.schemas import Chunk, Segment, TranscribeOptions, Transcript
 from shared.settings import Settings
 from tests.conftest import DATA, JFK, make_segment, submit, wait_for
 from tests.test_ecosystem import read_events
 from worker import splitting, spooling
-from worker.stitch import shift, stitch
+from worker.stitch import rendered, shift, stitch
 
 StartWorker = Callable[..., subprocess.Popen[str]]
 LJSPEECH = DATA / "long" / "ljspeech_LJ001_0001-0032_continuous.flac"
@@ -203,6 +203,22 @@ def test_stitching_moves_times_to_the_original_timeline_and_renumbers() -> None:
     assert result.text == "one two three" and result.segments[2].seek == 2000
     moved = result.segments[2].words
     assert moved is not None and (moved[0].start, moved[0].end) == (20.5, 41.5)
+
+
+def test_a_stitched_result_written_a_chunk_at_a_time_is_the_same_json() -> None:
+    chunks = [Chunk(index=i, start=10.0 * i, end=10.0 * (i + 1)) for i in range(3)]
+
+    def parts() -> list[tuple[Chunk, list[Segment]]]:
+        return [
+            (chunks[0], [make_segment(1, 0.0, 4.0, ' He said "segments":[] aloud', words=True)]),
+            (chunks[1], []),  # a chunk of silence
+            (chunks[2], [make_segment(1, 20.0, 24.0, " née ünïcode"), make_segment(2, 24.0, 29.0, " two")]),
+        ]
+
+    whole = stitch(TaskType.TRANSCRIBE, "en", 0.98, 30.0, parts()).model_dump_json()
+    written = rendered(TaskType.TRANSCRIBE, "en", 0.98, 30.0, parts())
+    assert written.json == whole and written.duration == 30.0
+    assert [s.id for s in Transcript.model_validate_json(written.json).segments] == [1, 2, 3]
 
 
 # --- Through the service ---------------------------------------------------------------------------------
