@@ -57,11 +57,12 @@ class _OwnDeadlines(BaseDeathPenalty):
 class Lane:
     """A thread with its own copy of the model that takes high-priority jobs while the main loop runs lower ones."""
 
-    def __init__(self, settings: Settings, ctx: WorkerContext, rq_worker: Any) -> None:
+    def __init__(self, ctx: WorkerContext, worker_class: Any) -> None:
         self.queue_name = keys.queue_name(ctx.engine.name, Priority.HIGH)
-        self._settings = settings
         self._ctx = ctx
-        self._rq = rq_worker  # an RQ worker of its own, on the high-priority queue alone
+        # An RQ worker of its own, on the high-priority queue alone, named after the worker it runs in.
+        self._rq = worker_class([self.queue_name], connection=ctx.redis, name=f"{ctx.worker_id}-lane")
+        self._rq.presence = ctx.presence
         self._rq.death_penalty_class = _OwnDeadlines
         self._behind = threading.Event()  # set while the main loop runs a job of lower priority
         self._stop = threading.Event()
@@ -86,7 +87,7 @@ class Lane:
             self._thread.join()
 
     def _serve(self) -> None:
-        engine = load_engine(self._settings)  # built in this thread: at the worker's own priority
+        engine = load_engine(self._ctx.settings)  # built in this thread: at the worker's own priority
         context.install_here(dataclasses.replace(self._ctx, engine=engine))
         self._registered(self._rq.register_birth)  # so that `rq info` shows the lane beside its worker
         log.info("priority lane ready: high-priority jobs of %s run beside lower ones", engine.name)

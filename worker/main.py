@@ -19,7 +19,6 @@ from rq.worker import WorkerStatus
 from shared import fleet, keys
 from shared.clock import utcnow
 from shared.connection import connect
-from shared.enums import Priority
 from shared.lifecycle import Lifecycle
 from shared.schemas import WorkerInfo
 from shared.settings import Settings
@@ -215,11 +214,7 @@ def serve_batch(ctx: context.WorkerContext, gpu: str | None, janitor: Janitor, b
     rq_worker = Worker(queue_names, connection=ctx.redis, name=ctx.worker_id)
     rq_worker.presence = ctx.presence
     if lane.wanted(ctx.settings, ctx.engine.device):
-        lane_worker = Worker(
-            [keys.queue_name(ctx.engine.name, Priority.HIGH)], connection=ctx.redis, name=f"{ctx.worker_id}-lane"
-        )
-        lane_worker.presence = ctx.presence
-        rq_worker.lane = lane.Lane(ctx.settings, ctx, lane_worker)
+        rq_worker.lane = lane.Lane(ctx, Worker)
         rq_worker.lane.start()
     try:
         rq_worker.work(burst=burst, with_scheduler=False, logging_level=ctx.settings.log_level.upper())
