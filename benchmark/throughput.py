@@ -10,6 +10,7 @@ exported from git into a scratch folder; its stacks run from there with its own 
   long file and of the clips.
 - long: the 16-minute file alone on one worker: ours over the baseline's unsplit time (the baseline with
   splitting off), and ours on two workers (one CPU thread each) over ours on one (one thread).
+- threads (not run unless asked): the mixed load on this code with 2 CPU threads per copy of the model against 4.
 - memory: peak worker memory (VmHWM) splitting the 16-minute file, and a 2-hour file made of it joined 8 times.
 Every figure is the median of --runs.
 """
@@ -83,9 +84,9 @@ def short_clips(count: int) -> list[Any]:
     )
 
 
-def mixed_once(revision: str | None, model: str, clips: list[Any]) -> dict[str, float]:
+def mixed_once(revision: str | None, model: str, clips: list[Any], **overrides: Any) -> dict[str, float]:
     """One run of the mixed load: audio per wall second, and the WER of the long file and of the clips."""
-    with stack(revision, model, 1) as service:
+    with stack(revision, model, 1, **overrides) as service:
         client = Client(service.url, model)
         started = time.perf_counter()
         paths = [LONG, *(clip.audio for clip in clips)]
@@ -115,6 +116,23 @@ def mixed(baseline: str, model: str, runs: int, count: int) -> None:
         clips_wer = statistics.median(r["clips_wer"] for r in results)
         print(f"| {label} | {medians[label]:.2f} | {shown} | {long_wer:.2f} | {clips_wer:.2f} |")
     print(f"\nthis over baseline: **{medians['this'] / medians['baseline ' + baseline]:.2f}×**")
+
+
+def threads(model: str, runs: int, count: int) -> None:
+    """The mixed load on this code with 2 CPU threads per copy of the model (the default on two cores) against
+    CTranslate2's own 4, runs alternating."""
+    clips = short_clips(count)
+    print(f"\n## Mixed load on this code by CPU threads per copy of the model ({model}), runs alternating\n")
+    print("| CPU threads | audio s per wall s (median) | runs |")
+    print("|---|---|---|")
+    results: dict[int, list[float]] = {2: [], 4: []}
+    for _ in range(runs):
+        for count_of_threads, figures in results.items():
+            figures.append(mixed_once(None, model, clips, cpu_threads=count_of_threads)["audio_per_s"])
+    for count_of_threads, figures in results.items():
+        shown = ", ".join(f"{figure:.2f}" for figure in figures)
+        print(f"| {count_of_threads} | {statistics.median(figures):.2f} | {shown} |")
+    print(f"\n2 threads over 4: **{statistics.median(results[2]) / statistics.median(results[4]):.2f}×**")
 
 
 def timed(revision: str | None, model: str, workers: int, path: Path, runs: int, **overrides: Any) -> list[float]:
@@ -205,6 +223,8 @@ def main() -> None:
     chosen = set(args.only.split(","))
     if "mixed" in chosen:
         mixed(args.baseline, args.model, args.runs, args.clips)
+    if "threads" in chosen:
+        threads(args.model, args.runs, args.clips)
     if "long" in chosen:
         long_alone(args.baseline, args.model, args.runs)
     if "memory" in chosen:
