@@ -9,7 +9,7 @@ exported from git into a scratch folder; its stacks run from there with its own 
   polled every half second), one worker: audio seconds per wall second, ours over the baseline's; WER of the
   long file and of the clips.
 - long: the 16-minute file alone on one worker: ours over the baseline's unsplit time (the baseline with
-  splitting off), and ours on two workers (one CPU thread each) over ours on one (one thread).
+  splitting off), and ours on two workers (one CPU thread, one copy of the model each) over ours on one.
 - threads (not run unless asked): the mixed load on this code with 2 CPU threads per copy of the model against 4.
 - memory: peak worker memory (VmHWM) splitting the 16-minute file, and a 2-hour file made of it joined 8 times.
 Every figure is the median of --runs.
@@ -149,18 +149,18 @@ def long_alone(baseline: str, model: str, runs: int) -> None:
     rows: list[tuple[str, str | None, str, int, dict[str, Any]]] = [
         ("baseline " + baseline, baseline, "unsplit", 1, {"split_after_s": 0.0, "cpu_threads": 0}),
         ("this", None, "split", 1, {"cpu_threads": 0}),
-        ("this", None, "split", 1, {"cpu_threads": 1}),
-        ("this", None, "split", 2, {"cpu_threads": 1}),
+        ("this", None, "split", 1, {"cpu_threads": 1, "replicas": 1}),
+        ("this", None, "split", 2, {"cpu_threads": 1, "replicas": 1}),
     ]
     medians = []
     for label, revision, path, workers, overrides in rows:
         times = timed(revision, model, workers, LONG, runs, **overrides)
         medians.append(statistics.median(times))
-        threads = overrides["cpu_threads"] or "default"
+        threads = f"{overrides['cpu_threads']}, one copy" if overrides["cpu_threads"] else "default"
         shown = ", ".join(f"{t:.1f}" for t in times)
         print(f"| {label} | {path} | {workers} ({threads}) | {medians[-1]:.1f} | {shown} |")
     print(f"\nthis, one worker, over the baseline unsplit: **{medians[1] / medians[0]:.2f}×**")
-    print(f"this, two workers of one thread over one: **{medians[3] / medians[2]:.2f}×**")
+    print(f"this, two workers of one thread and one copy over one: **{medians[3] / medians[2]:.2f}×**")
 
 
 def joined(path: Path, times: int, folder: Path) -> Path:

@@ -100,7 +100,8 @@ class Settings(BaseSettings):
     cpu_threads: int = Field(
         default=0,
         ge=0,
-        description="CPU threads per worker (per copy of its model); 0: the cores it may use, at most 4.",
+        description="CPU threads per copy of a worker's model; 0: the cores it may use, shared among the copies that "
+        "decode at once (`replicas`), at most 4 each.",
     )
     batch_size: int = Field(
         default=0,
@@ -119,6 +120,14 @@ class Settings(BaseSettings):
         default="auto",
         description="A second copy of the model that runs high-priority tasks at once while the worker decodes "
         "lower ones, which then get the cores left over; auto: on for CPU batch workers (see README, Priority lane).",
+    )
+    replicas: int = Field(
+        default=0,
+        ge=0,
+        le=16,
+        description="Copies of the model a batch worker decodes queued jobs with at once, each taking its own jobs "
+        "and its share of the CPU threads; 0: 2 on a CPU where the worker may use two cores or more, else 1 (on a "
+        "GPU, batches of windows fill the device instead; see README, Replicas).",
     )
     split_after_s: float = Field(
         default=300.0, ge=0, description="Audio longer than this is cut at silences into chunks; 0: never split."

@@ -124,7 +124,7 @@ def test_a_long_job_is_never_taken_for_abandoned(
 def test_first_sigterm_finishes_the_job_then_exits(api: httpx.Client, tiny: None, start_worker: StartWorker) -> None:
     task_id = submit(api, LONG).json()["id"]
     waiting = submit(api, DIGIT).json()["id"]
-    worker = start_worker(burst=False)
+    worker = start_worker(burst=False, replicas=1)  # one copy of the model: the second task stays queued
     running_on(api, task_id)
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=120) == 0

@@ -59,8 +59,9 @@ def pick_compute_type(requested: str, device: str) -> str:
     return "float16" if device == "cuda" else "int8"
 
 
-def load_engine(settings: Settings, nice: int = 0) -> Engine:
-    """Resolve and load the model this worker serves; its decodes run `nice` steps below the worker's CPU priority."""
+def load_engine(settings: Settings, nice: int = 0, copies: int = 1) -> Engine:
+    """Resolve and load the model this worker serves; its decodes run `nice` steps below the worker's CPU priority,
+    on its share of the CPU threads where `copies` copies decode at once."""
     from faster_whisper import WhisperModel
 
     path = resolve_model(settings.served_model, settings.models, settings.allow_download)
@@ -69,9 +70,7 @@ def load_engine(settings: Settings, nice: int = 0) -> Engine:
     log.info("loading model %s from %s on %s (%s)", settings.served_model, path, device, compute_type)
     # A worker that serves live sessions beside queued tasks decodes from two threads at once.
     replicas = 2 if settings.role == "both" else 1
-    # CTranslate2 takes 4 threads when told 0; on a smaller machine that oversubscribes its cores: on two cores a
-    # window took 15 to 20 % longer with 4 threads than with 2. So: the cores this process may use, at most 4.
-    threads = settings.cpu_threads or min(4, len(os.sched_getaffinity(0)))
+    threads = cpu_threads(settings, copies)
     options = {"device": device, "compute_type": compute_type, "cpu_threads": threads, "num_workers": replicas}
     model = niced(nice, lambda: WhisperModel(str(path), **options))
     batched = None
@@ -88,6 +87,16 @@ def load_engine(settings: Settings, nice: int = 0) -> Engine:
         batched=batched,
         batch_size=settings.batch_size,
     )
+
+
+def cpu_threads(settings: Settings, copies: int = 1) -> int:
+    """CPU threads for one copy of the model: the setting, else the cores this process may use shared among the
+    copies that decode at once, at most 4 each.
+
+    CTranslate2 takes 4 threads when told 0; on a smaller machine that oversubscribes its cores: on two cores a
+    window took 15 to 20 % longer with 4 threads than with 2.
+    """
+    return settings.cpu_threads or max(1, min(4, len(os.sched_getaffinity(0)) // copies))
 
 
 def niced(steps: int, build: Callable[[], T]) -> T:

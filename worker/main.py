@@ -23,9 +23,10 @@ from shared.lifecycle import Lifecycle
 from shared.schemas import WorkerInfo
 from shared.settings import Settings
 from shared.stores import Stores
-from worker import batching, context, lane
+from worker import batching, context, lane, replicas
 from worker.callbacks import Deliverer
 from worker.control import ColdStop
+from worker.copies import Copy
 from worker.engine import Engine, load_engine, pick_device
 from worker.gpu import GpuLease
 from worker.lane import Lane
@@ -83,6 +84,7 @@ class Worker(SimpleWorker):
     interrupted: list[str] = []
     presence: fleet.Presence | None = None
     lane: Lane | None = None  # told which queue each job comes from
+    others: list[Copy] = []  # the other copies of the model (replicas, the lane): they stop taking jobs with it
 
     def execute_job(self, job: Any, queue: Any) -> None:
         if self.presence is not None:
@@ -112,6 +114,12 @@ class Worker(SimpleWorker):
             except Exception:
                 log.warning("could not send the job heartbeat", exc_info=True)
 
+    def request_stop(self, signum: int, frame: FrameType | None) -> None:
+        """The first SIGTERM or Ctrl-C: no copy of the model takes another job; each finishes the one in hand."""
+        for other in self.others:
+            other.stop(wait=False)
+        super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
+
     def request_force_stop(self, signum: int, frame: FrameType | None) -> None:
         """The second SIGTERM or Ctrl-C: stop at once; the jobs in hand (the priority lane's too) go back on their
         queues."""
@@ -128,12 +136,12 @@ class Worker(SimpleWorker):
         raise ColdStop()
 
 
-def worker_info(worker_id: str, engine: Engine, gpu: str | None, settings: Settings) -> WorkerInfo:
-    """What this worker tells the fleet about itself."""
+def worker_info(worker_id: str, engine: Engine, gpu: str | None, settings: Settings, copies: int = 1) -> WorkerInfo:
+    """What this worker tells the fleet about itself; `copies` of its model decode queued jobs at once."""
     return WorkerInfo(
         role=settings.role,
         live_slots=settings.live_slots if settings.role != "batch" else 0,
-        batch=batching.width(settings, engine.device),
+        batch=batching.width(settings, engine.device) * copies,
         id=worker_id,
         model=engine.name,
         device=engine.device,
@@ -155,22 +163,34 @@ def run(settings: Settings, burst: bool = False) -> None:
     lease = GpuLease(redis, settings, worker_id)
     gpu = lease.acquire(threading.Event())
     try:
-        engine = load_engine(
-            settings, nice=lane.MAIN_NICE if lane.wanted(settings, pick_device(settings.device)) else 0
-        )
-        serve(settings, redis, worker_id, engine, gpu, lease, burst)
+        device = pick_device(settings.device)
+        copies = replicas.count(settings, device, burst)
+        engine = load_engine(settings, nice=main_nice(settings, device), copies=copies)
+        serve(settings, redis, worker_id, engine, gpu, lease, burst, copies)
     finally:
         lease.release()
 
 
+def main_nice(settings: Settings, device: str) -> int:
+    """How far below the worker's CPU priority its main copy (and replicas) decode: the lowest where a lane runs."""
+    return lane.MAIN_NICE if lane.wanted(settings, device) else 0
+
+
 def serve(
-    settings: Settings, redis: Redis, worker_id: str, engine: Engine, gpu: str | None, lease: GpuLease, burst: bool
+    settings: Settings,
+    redis: Redis,
+    worker_id: str,
+    engine: Engine,
+    gpu: str | None,
+    lease: GpuLease,
+    burst: bool,
+    copies: int = 1,
 ) -> None:
     """Announce the worker, start its chores and its callback thread, and run RQ's loop."""
     stores = Stores.open(redis, settings)
     lifecycle = Lifecycle(redis, stores, settings.keep_uploads)
     # The announcement gives up at once while Redis is away, so the worker announces itself as soon as it is back.
-    info = worker_info(worker_id, engine, gpu, settings)
+    info = worker_info(worker_id, engine, gpu, settings, copies)
     presence = fleet.Presence(connect(settings.redis_dsn, patient=False), info, settings.worker_ttl_s)
     ctx = context.WorkerContext(worker_id, redis, settings, engine, stores, lifecycle, presence)
     context.install(ctx)
@@ -189,7 +209,7 @@ def serve(
             serve_live(live, live_stop)
         else:
             live_thread = live.start_thread() if settings.role == "both" else None
-            serve_batch(ctx, gpu, janitor, burst)
+            serve_batch(ctx, gpu, janitor, burst, copies)
             live_stop.set()
             if live_thread is not None:
                 live_thread.join(timeout=10)
@@ -199,9 +219,9 @@ def serve(
         fleet.withdraw(redis, worker_id)
 
 
-def serve_batch(ctx: context.WorkerContext, gpu: str | None, janitor: Janitor, burst: bool) -> None:
-    """RQ's loop over the model's queues, highest priority first, and the priority lane beside it where it runs;
-    a job cut off by a cold stop is handed back."""
+def serve_batch(ctx: context.WorkerContext, gpu: str | None, janitor: Janitor, burst: bool, copies: int = 1) -> None:
+    """RQ's loop over the model's queues, highest priority first, with its replicas (`copies` in all) and the
+    priority lane beside it where they run; a job cut off by a cold stop is handed back."""
     queue_names = keys.queue_names(ctx.engine.name)
     log.info(
         "worker %s serves %s on %s (GPU %s); queues %s",
@@ -216,11 +236,15 @@ def serve_batch(ctx: context.WorkerContext, gpu: str | None, janitor: Janitor, b
     if lane.wanted(ctx.settings, ctx.engine.device):
         rq_worker.lane = lane.Lane(ctx, Worker)
         rq_worker.lane.start()
+    others = replicas.start(ctx, Worker, rq_worker.lane, main_nice(ctx.settings, ctx.engine.device), copies)
+    rq_worker.others = [*others, *([rq_worker.lane] if rq_worker.lane is not None else [])]
     try:
         rq_worker.work(burst=burst, with_scheduler=False, logging_level=ctx.settings.log_level.upper())
     finally:
-        if rq_worker.lane is not None:
-            rq_worker.lane.stop(wait=not rq_worker.interrupted)  # a cold stop hands the lane's job back too
+        for other in rq_worker.others:
+            other.stop(wait=False)
+        for other in rq_worker.others:  # a cold stop hands their jobs back too; a warm one waits for them
+            other.stop(wait=not rq_worker.interrupted)
         for job_id in rq_worker.interrupted:
             janitor.hand_back(job_id, ctx.worker_id)
 

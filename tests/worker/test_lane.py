@@ -35,7 +35,7 @@ def test_a_high_priority_task_runs_beside_the_low_priority_job_in_hand(
     served("tiny.en")
     api = api_factory()
     low = submit(api, LJSPEECH, language="en", priority="low").json()["id"]  # 222 s: one job, not split
-    worker = start_worker(burst=False)
+    worker = start_worker(burst=False, replicas=1)  # no replica to take the high-priority task in the lane's place
     worker.log.wait_for("priority lane ready")
     wait_for(lambda: task(api, low)["progress"] > 0, timeout_s=120)
     high = submit(api, CLIP, language="en", priority="high").json()["id"]
