@@ -47,6 +47,7 @@ class Copy:
         self._rq.presence = ctx.presence
         self._rq.death_penalty_class = OwnDeadlines
         self._stop = threading.Event()
+        self._taking = threading.Lock()  # held while the copy waits on its queues for a job
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
 
     @property
@@ -59,9 +60,15 @@ class Copy:
         self._thread.start()
 
     def stop(self, wait: bool = True) -> None:
-        """Take no more jobs; wait for the one in hand, unless it is being handed back."""
+        """Take no more jobs; wait for the one in hand, unless it is being handed back.
+
+        Either way, once this returns the copy waits on no queue: a job handed back there (the main loop's, on a
+        cold stop) stays for another worker.
+        """
         self._stop.set()
         self._wake()
+        with self._taking:
+            pass
         if wait:
             self._thread.join()
 
@@ -95,7 +102,14 @@ class Copy:
     def _take_one(self) -> None:
         """Run the next job, if one comes within a second."""
         try:
-            taken = self._rq.dequeue_job_and_maintain_ttl(timeout=1, max_idle_time=1)
+            with self._taking:
+                if self._stop.is_set():
+                    return
+                taken = self._rq.dequeue_job_and_maintain_ttl(timeout=1, max_idle_time=1)
+                if taken is not None and self._stop.is_set():  # stopped meanwhile: the job goes back, first in line
+                    job, queue = taken
+                    queue.push_job_id(job.id, at_front=True)
+                    return
             if taken is not None:
                 self._rq.execute_job(*taken)
         except Exception:  # Redis may be briefly away; the copy tries again
