@@ -9,7 +9,9 @@ exported from git into a scratch folder; its stacks run from there with its own 
   polled every half second), one worker: audio seconds per wall second, ours over the baseline's; WER of the
   long file and of the clips.
 - long: the 16-minute file alone on one worker: ours over the baseline's unsplit time (the baseline with
-  splitting off), and ours on two workers (one CPU thread, one copy of the model each) over ours on one.
+  splitting off), and ours on two workers (one CPU thread, one copy of the model each) over ours on one; beside
+  it the machine's own ceiling: the raw engine decoding the same chunks in two processes of one thread over one.
+- ceiling (also run by long): the raw engine's own two-process scaling on the same chunks.
 - threads (not run unless asked): the mixed load on this code with 2 CPU threads per copy of the model against 4.
 - memory: peak worker memory (VmHWM) splitting the 16-minute file, and a 2-hour file made of it joined 8 times.
 Every figure is the median of --runs.
@@ -161,6 +163,75 @@ def long_alone(baseline: str, model: str, runs: int) -> None:
         print(f"| {label} | {path} | {workers} ({threads}) | {medians[-1]:.1f} | {shown} |")
     print(f"\nthis, one worker, over the baseline unsplit: **{medians[1] / medians[0]:.2f}×**")
     print(f"this, two workers of one thread and one copy over one: **{medians[3] / medians[2]:.2f}×**")
+    ceiling(model, runs)
+
+
+def ceiling(model: str, runs: int) -> None:
+    """The raw engine (no service) decoding the chunks the service cuts from the 16-minute file, one window at a
+    time, in one process of one CPU thread and in two side by side (chunks dealt alternately): how far two cores of
+    this machine go when nothing but decoding is shared out."""
+    import multiprocessing
+
+    print(f"\n### The raw engine on the same chunks, one thread per process ({model}), runs alternating\n")
+    print("| processes | decode s (median) | runs |")
+    print("|---|---|---|")
+    spawn = multiprocessing.get_context("spawn")
+    results: dict[int, list[float]] = {1: [], 2: []}
+    with tempfile.TemporaryDirectory(prefix="whisperq-chunks-") as folder:
+        paths = [str(path) for path in cut_chunks(Path(folder))]
+        for _ in range(runs):
+            for processes, figures in results.items():
+                figures.append(decoded_in(spawn, model, paths, processes))
+    for processes, figures in results.items():
+        shown = ", ".join(f"{figure:.1f}" for figure in figures)
+        print(f"| {processes} | {statistics.median(figures):.1f} | {shown} |")
+    ratio = statistics.median(results[2]) / statistics.median(results[1])
+    print(f"\nraw engine, two processes over one: **{ratio:.2f}×**")
+
+
+def cut_chunks(folder: Path) -> list[Path]:
+    """The 16-minute file cut as a worker cuts it (default settings), one WAV file per chunk in `folder`."""
+    from worker import splitting, spooling
+
+    settings = Settings()
+    spooled = spooling.spool(LONG, settings.max_media_duration_s, folder / "audio.raw")
+    speech = spooling.speech_spans(spooled.scores, spooled.samples)
+    target, pause = settings.chunk_target_s, settings.chunk_pause_s
+    plan = splitting.squeezed_plan(speech, spooled.duration, target, pause, spooled.scores)
+    chunks = spooling.write_chunks(spooled, plan, lambda index: folder / f"{index}.wav")
+    return [folder / f"{chunk.index}.wav" for chunk in chunks]
+
+
+def decoded_in(context: Any, model: str, paths: list[str], processes: int) -> float:
+    """Wall seconds for `processes` processes, each with its own copy of the model on one thread, to decode
+    `paths` dealt among them, counted from when every copy is loaded."""
+    ready = context.Barrier(processes + 1)
+    workers = [
+        context.Process(target=decode_share, args=(model, paths[index::processes], ready)) for index in range(processes)
+    ]
+    for worker in workers:
+        worker.start()
+    ready.wait()
+    started = time.perf_counter()
+    for worker in workers:
+        worker.join()
+    if any(worker.exitcode for worker in workers):
+        raise RuntimeError("a decoding process failed")
+    return time.perf_counter() - started
+
+
+def decode_share(model: str, paths: list[str], ready: Any) -> None:
+    """In a process of its own: load `model` on one CPU thread, wait for the others, decode each chunk."""
+    from shared.enums import TaskType
+    from shared.schemas import TranscribeOptions
+    from worker import engine, splitting, windows
+
+    loaded = engine.load_engine(Settings(model=model, cpu_threads=1))
+    options = TranscribeOptions(language="en")
+    ready.wait()
+    for path in paths:
+        samples = splitting.decode(Path(path), windows.WINDOW_S + 1)
+        windows.decode(loaded, [windows.Window(samples, TaskType.TRANSCRIBE, "en", options)])
 
 
 def joined(path: Path, times: int, folder: Path) -> Path:
@@ -227,6 +298,8 @@ def main() -> None:
         threads(args.model, args.runs, args.clips)
     if "long" in chosen:
         long_alone(args.baseline, args.model, args.runs)
+    if "ceiling" in chosen:
+        ceiling(args.model, args.runs)
     if "memory" in chosen:
         memory(args.model)
 
