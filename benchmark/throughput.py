@@ -5,9 +5,10 @@ python -m benchmark.throughput [--baseline REV] [--model tiny.en] [--runs 3] [--
 The earlier commit (--baseline, default the commit before long files were cut into one-window chunks) is
 exported from git into a scratch folder; its stacks run from there with its own defaults, ours from here.
 
-- mixed: the 16-minute file and --clips short English dev clips, submitted together at normal priority (each
-  polled every half second), one worker: audio seconds per wall second, ours over the baseline's; WER of the
-  long file and of the clips.
+Every task is polled every half second.
+
+- mixed: the 16-minute file and --clips short English dev clips, submitted together at normal priority, one
+  worker: audio seconds per wall second, ours over the baseline's; WER of the long file and of the clips.
 - long: the 16-minute file alone on one worker: ours over the baseline's unsplit time (the baseline with
   splitting off), and ours on two workers (one CPU thread, one copy of the model each) over ours on one; beside
   it the machine's own ceiling: the raw engine decoding the same chunks in two processes of one thread over one.
@@ -40,9 +41,9 @@ from shared.settings import Settings
 ROOT = Path(__file__).resolve().parent.parent
 # The last commit before long files were cut into one-window chunks decoded as windows.
 BASELINE = "b59e3b7"
-# How often the mixed load's client asks after a task. Four tasks polled at once every 50 ms (80 requests a second)
+# How often the harness's client asks after a task. Four tasks polled at once every 50 ms (80 requests a second)
 # take a share of the two cores from the worker, and the baseline has no long poll to wait on instead.
-MIXED_POLL_S = 0.5
+POLL_S = 0.5
 # The baseline's defaults where ours differ.
 BASELINE_DEFAULTS = {"chunk_target_s": 15.0}
 
@@ -89,12 +90,12 @@ def short_clips(count: int) -> list[Any]:
 def mixed_once(revision: str | None, model: str, clips: list[Any], **overrides: Any) -> dict[str, float]:
     """One run of the mixed load: audio per wall second, and the WER of the long file and of the clips."""
     with stack(revision, model, 1, **overrides) as service:
-        client = Client(service.url, model)
+        client = Client(service.url, model, POLL_S)
         started = time.perf_counter()
         paths = [LONG, *(clip.audio for clip in clips)]
         with ThreadPoolExecutor(4) as pool:
             ids = list(pool.map(lambda path: client.submit(path, priority="normal")[0], paths))
-            tasks = list(pool.map(lambda task_id: client.wait(task_id, MIXED_POLL_S), ids))
+            tasks = list(pool.map(lambda task_id: client.wait(task_id), ids))
         wall = time.perf_counter() - started
     audio = sum(task["duration"] for task in tasks)
     long_reference = normalise(LONG.with_suffix(".txt").read_text(), "en")
@@ -140,7 +141,7 @@ def threads(model: str, runs: int, count: int) -> None:
 def timed(revision: str | None, model: str, workers: int, path: Path, runs: int, **overrides: Any) -> list[float]:
     """End-to-end seconds of `path` alone, `runs` times on one fresh stack."""
     with stack(revision, model, workers, **overrides) as service:
-        client = Client(service.url, model)
+        client = Client(service.url, model, POLL_S)
         return [client.run(path, priority="normal")[1] for _ in range(runs)]
 
 

@@ -33,6 +33,11 @@ def wanted(settings: Settings, device: str) -> bool:
     return settings.priority_lane == "on" or (settings.priority_lane == "auto" and device == "cpu")
 
 
+def main_nice(settings: Settings, device: str) -> int:
+    """How far below the worker's CPU priority its main copy (and replicas) decode: the lowest where a lane runs."""
+    return MAIN_NICE if wanted(settings, device) else 0
+
+
 class Lane(Copy):
     """A copy of the model that takes high-priority jobs while the worker's other copies run lower ones."""
 

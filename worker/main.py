@@ -84,7 +84,12 @@ class Worker(SimpleWorker):
     interrupted: list[str] = []
     presence: fleet.Presence | None = None
     lane: Lane | None = None  # told which queue each job comes from
-    others: list[Copy] = []  # the other copies of the model (replicas, the lane): they stop taking jobs with it
+    replicas: list[Copy] = []  # the main loop's replicas
+
+    @property
+    def others(self) -> list[Copy]:
+        """The other copies of the model (the replicas, the lane): they stop taking jobs with this one."""
+        return [*self.replicas, *([self.lane] if self.lane is not None else [])]
 
     def execute_job(self, job: Any, queue: Any) -> None:
         if self.presence is not None:
@@ -165,15 +170,10 @@ def run(settings: Settings, burst: bool = False) -> None:
     try:
         device = pick_device(settings.device)
         copies = replicas.count(settings, device, burst)
-        engine = load_engine(settings, nice=main_nice(settings, device), copies=copies)
+        engine = load_engine(settings, nice=lane.main_nice(settings, device), copies=copies)
         serve(settings, redis, worker_id, engine, gpu, lease, burst, copies)
     finally:
         lease.release()
-
-
-def main_nice(settings: Settings, device: str) -> int:
-    """How far below the worker's CPU priority its main copy (and replicas) decode: the lowest where a lane runs."""
-    return lane.MAIN_NICE if lane.wanted(settings, device) else 0
 
 
 def serve(
@@ -236,8 +236,7 @@ def serve_batch(ctx: context.WorkerContext, gpu: str | None, janitor: Janitor, b
     if lane.wanted(ctx.settings, ctx.engine.device):
         rq_worker.lane = lane.Lane(ctx, Worker)
         rq_worker.lane.start()
-    others = replicas.start(ctx, Worker, rq_worker.lane, main_nice(ctx.settings, ctx.engine.device), copies)
-    rq_worker.others = [*others, *([rq_worker.lane] if rq_worker.lane is not None else [])]
+    rq_worker.replicas = replicas.start(ctx, Worker, rq_worker.lane, copies)
     try:
         rq_worker.work(burst=burst, with_scheduler=False, logging_level=ctx.settings.log_level.upper())
     finally:

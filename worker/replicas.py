@@ -16,6 +16,7 @@ from shared import keys
 from shared.settings import Settings
 from worker.context import WorkerContext
 from worker.copies import Copy
+from worker.lane import main_nice
 
 
 def count(settings: Settings, device: str, burst: bool = False) -> int:
@@ -29,9 +30,10 @@ def count(settings: Settings, device: str, burst: bool = False) -> int:
     return 2 if device == "cpu" and len(os.sched_getaffinity(0)) >= 2 else 1
 
 
-def start(ctx: WorkerContext, worker_class: Any, lane: Any, nice: int, copies: int) -> list[Copy]:
-    """The replicas beside the main loop's copy (`copies` in all), started; each tells the lane (if any) what it
-    runs."""
+def start(ctx: WorkerContext, worker_class: Any, lane: Any, copies: int) -> list[Copy]:
+    """The replicas beside the main loop's copy (`copies` in all), started, decoding at its niceness; each tells
+    the lane (if any) what it runs."""
+    nice = main_nice(ctx.settings, ctx.engine.device)
     replicas: list[Copy] = []
     for index in range(1, copies):
         replica = Copy(ctx, worker_class, keys.queue_names(ctx.engine.name), f"replica-{index}", nice, copies)
