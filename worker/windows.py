@@ -67,13 +67,14 @@ def decode(engine: engines.Engine, windows: Sequence[Window], tails: bool = True
     features = np.stack([_features(engine, window.samples) for window in windows])
     encoded, outputs = _pipeline(engine).generate_segment_batched(features, tokenizer, options)
     parts = [_parts(engine, tokenizer, output, window) for output, window in zip(outputs, windows, strict=True)]
+    rests = [_rest(raw, window) for raw, window in zip(parts, windows, strict=True)]  # before words move the times
     if options.word_timestamps:
         sizes = [_frames(engine, window) for window in windows]
         engine.model.add_word_timestamps(
             parts, tokenizer, encoded, sizes, options.prepend_punctuations, options.append_punctuations, 0.0
         )
     decoded = [_settle(engine, window, raw) for window, raw in zip(windows, parts, strict=True)]
-    settled = _redo_tails(engine, windows, decoded) if tails else decoded
+    settled = _redo_tails(engine, windows, decoded, rests) if tails else decoded
     return [_numbered(_heard(window, segments)) for window, segments in zip(windows, settled, strict=True)]
 
 
@@ -83,30 +84,36 @@ def _heard(window: Window, segments: list[Segment]) -> list[Segment]:
     return [segment for segment in segments if keep(segment)]
 
 
-def _redo_tails(engine: engines.Engine, windows: Sequence[Window], decoded: list[list[Segment]]) -> list[list[Segment]]:
-    """The open last segments decoded again from their start, in one batch, and put in their windows' place."""
+def _redo_tails(
+    engine: engines.Engine, windows: Sequence[Window], decoded: list[list[Segment]], rests: list[float | None]
+) -> list[list[Segment]]:
+    """The open last segments decoded again from where their rests start, in one batch, and put in their windows'
+    place."""
     opened = [
-        (index, _rest_from(segments)) for index, segments in enumerate(decoded) if _open(segments, windows[index])
+        (index, start)
+        for index, (segments, start) in enumerate(zip(decoded, rests, strict=True))
+        if start is not None and segments and segments[-1].seek == _OPEN
     ]
-    opened = [(index, start) for index, start in opened if start > 0]  # a window open from its start stays as it is
     if not opened:
         return decoded
-    rests = [replace(windows[index], samples=windows[index].samples[round(start * RATE) :]) for index, start in opened]
-    for (index, start), redone in zip(opened, decode(engine, rests, tails=False), strict=True):
+    rest_windows = [
+        replace(windows[index], samples=windows[index].samples[round(start * RATE) :]) for index, start in opened
+    ]
+    for (index, start), redone in zip(opened, decode(engine, rest_windows, tails=False), strict=True):
         kept = [_ending_by(segment, start) for segment in decoded[index] if segment.start < start]
         decoded[index] = [*kept, *(_later(segment, start) for segment in redone)]
     return decoded
 
 
-def _rest_from(segments: list[Segment]) -> float:
-    """Where to decode an open segment again from: the end of the segment before it (Whisper may place the open
-    one's start after its first word), else its own start."""
-    return segments[-2].end if len(segments) > 1 else segments[-1].start
-
-
-def _open(segments: list[Segment], window: Window) -> bool:
-    """True where the last segment was left open by Whisper (marked by `_parts`) well before the window's end."""
-    return bool(segments) and segments[-1].seek == _OPEN and segments[-1].start < window.duration - _SHORTEST_REST_S
+def _rest(parts: list[dict[str, Any]], window: Window) -> float | None:
+    """Where to decode the window again from, by Whisper's own timestamps, if it left its last segment open: the
+    end of the segment before it (Whisper may place the open one's start after its first word), else the open
+    one's start. None where nothing is open, where it is open from the window's start, and where the rest would
+    start too near the end of the audio (or past it) to be worth a decode."""
+    if not parts or parts[-1]["seek"] != _OPEN or parts[-1]["start"] >= window.duration - _SHORTEST_REST_S:
+        return None
+    start = float(parts[-2]["end"] if len(parts) > 1 else parts[-1]["start"])
+    return start if 0 < start < window.duration - _SHORTEST_REST_S else None
 
 
 def _later(segment: Segment, offset: float) -> Segment:

@@ -175,3 +175,17 @@ def test_a_batch_takes_compatible_chunks_in_queue_order_and_drops_a_cancelled_ta
     assert kept == [head], "a task cancelled while its batch fills is dropped from it"
     decoded = chunk_jobs._decode(ctx, kept)
     assert "ask not what your country can do for you" in normalise(decoded[0][0].text, "en")
+
+
+def test_a_window_left_open_reads_the_same_with_word_timestamps(engine: windows.engines.Engine) -> None:
+    """Chunk 9 of the 16-minute file (as cut by default), whose last segment Whisper leaves open. The rest is decoded
+    again from where Whisper's timestamps put it; word timings used to move the segment before it past the window's
+    24.2 s of audio first, so the rest was empty and the decode failed."""
+    audio = splitting.decode(DATA / "long" / "asterisk_en_dev_concat.flac", 1000)
+    chunk = audio[round(243.616 * splitting.SAMPLE_RATE) : round(267.84 * splitting.SAMPLE_RATE)]
+    read = [
+        [segment.text for segment in windows.decode(engine, [window(chunk, word_timestamps=timed)])[0]]
+        for timed in (False, True)
+    ]
+    assert read[0] == read[1]
+    assert read[1][-1] == " Extension is dialed."
