@@ -15,7 +15,8 @@ import httpx
 from benchmark.dataset import Clip, spoken_language
 from shared.schemas import TranscribeOptions
 from shared.settings import Settings
-from worker.engine import decoding_kwargs, pick_compute_type, pick_device
+from worker import replicas
+from worker.engine import cpu_threads, decoding_kwargs, pick_compute_type, pick_device
 from worker.models import resolve_model
 
 
@@ -68,7 +69,8 @@ def failed(clip: Clip, runner: Runner, error: Exception) -> Outcome:
 
 
 class EngineRunner:
-    """faster-whisper called directly, as a program without whisperq would."""
+    """faster-whisper called directly, as a program without whisperq would, on as many CPU threads as one copy of
+    a worker's model decodes with (the same settings), so that the service is compared like for like."""
 
     path = "engine"
 
@@ -81,7 +83,7 @@ class EngineRunner:
             str(resolve_model(model, settings.models, settings.allow_download)),
             device=device,
             compute_type=pick_compute_type(settings.compute_type, device),
-            cpu_threads=settings.cpu_threads,
+            cpu_threads=cpu_threads(settings, replicas.count(settings, device)),
         )
 
     def run(self, clip: Clip) -> Outcome:
