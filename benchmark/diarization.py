@@ -11,7 +11,9 @@ The engine path runs worker.diarization's Diarizer on decoded audio (no service)
 Each gives the diarization error rate (pyannote.metrics) with a 0.25 s collar either side of every reference
 boundary and overlapping speech scored, and with no collar; its parts (missed speech, false alarm, confusion); and
 how often the number of speakers found is exactly right when it is not given (--count given passes it instead).
---engine oracle (the reference turns, DER 0) and one-label (one speaker throughout) check the scoring itself.
+--engine oracle (the reference turns, DER 0) and one-label (one speaker throughout) check the scoring itself;
+--engine one-at-a-time (the reference turns with overlaps given to one speaker) is the best any labeller that gives
+each moment one speaker can score: what overlapping speech alone costs.
 
 The service path starts a local stack (embedded Redis, the API, one worker) and submits files with word timestamps,
 without and with diarize=true:
@@ -251,10 +253,24 @@ def one_label(audio: np.ndarray, item: Item, speakers: int | None) -> Sequence[L
     return [Turn(0.0, len(audio) / SAMPLE_RATE, "SPEAKER_00")]
 
 
+def one_at_a_time(audio: np.ndarray, item: Item, speakers: int | None) -> Sequence[Labelled]:
+    """The reference turns with one speaker at a time: where turns overlap, whoever spoke first keeps the time."""
+    turns: list[Labelled] = []
+    until = 0.0
+    for turn in sorted(item.turns, key=lambda turn: turn.start):
+        start = max(turn.start, until)
+        if turn.end > start:
+            turns.append(Turn(start, turn.end, turn.speaker))
+        until = max(until, turn.end)
+    return turns
+
+
 def engine_named(name: str, device: str, count: str) -> Engine:
     """The engine --engine names."""
     if name == "oracle":
         return oracle
+    if name == "one-at-a-time":
+        return one_at_a_time
     if name == "one-label":
         return one_label
     return whisperq_engine(device, count)
@@ -526,7 +542,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--built", type=Path, default=conversations.OUT, help="the built conversations' folder")
     parser.add_argument("--files", default="", help="comma-separated built conversations to use (all by default)")
     parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--engine", choices=("whisperq", "oracle", "one-label"), default="whisperq")
+    parser.add_argument("--engine", choices=("whisperq", "oracle", "one-label", "one-at-a-time"), default="whisperq")
     parser.add_argument("--count", choices=("auto", "given"), default="auto", help="the number of speakers")
     parser.add_argument("--device", default="cpu", help="the engine path's device")
     parser.add_argument("--model", default="tiny.en", help="the service path's model")
