@@ -130,36 +130,44 @@ class Diarizer:
         return _named(_turns(found, labels))
 
     def _embed_piece(self, piece: Piece, found: _Windows) -> None:
+        """The windows over every stretch of speech in the piece, embedded together (a batch of windows from
+        several stretches costs the encoder little more than one stretch's few)."""
+        mels: list[np.ndarray] = []
         for start, end in speech(_raised(piece.samples)):
             stretch = len(found.stretches)
             found.stretches.append((piece.offset + start, piece.offset + end))
             if end - start < SHORTEST_S:
                 continue
-            samples = _levelled(piece.samples[round(start * RATE) : round(end * RATE)])
-            for centre, embedding in zip(*self._embed(samples), strict=True):
-                found.centres.append(piece.offset + start + centre)
-                found.embeddings.append(embedding)
-                found.owner.append(stretch)
+            centres, windows = _windows(_levelled(piece.samples[round(start * RATE) : round(end * RATE)]), self.filters)
+            mels.append(windows)
+            found.centres.extend(piece.offset + start + centre for centre in centres)
+            found.owner.extend([stretch] * len(centres))
+        if mels:
+            found.embeddings.extend(self._encoded(np.concatenate(mels)))
 
-    def _embed(self, samples: np.ndarray) -> tuple[list[float], np.ndarray]:
-        """Centre times (s, from the samples' start) and embeddings of the windows over one stretch of speech."""
+    def _encoded(self, windows: np.ndarray) -> np.ndarray:
+        """The embeddings of mel windows (windows x frames x bands), BATCH at a time."""
         import torch
 
-        mel = mel_frames(samples, self.filters)
-        frames = len(mel)
-        starts = list(range(0, max(1, frames - WINDOW_FRAMES + 1), STEP_FRAMES))
-        if frames > WINDOW_FRAMES and starts[-1] + WINDOW_FRAMES < frames:
-            starts.append(frames - WINDOW_FRAMES)  # the stretch's end gets a window too
-        if frames < WINDOW_FRAMES:
-            mel = np.pad(mel, ((0, WINDOW_FRAMES - frames), (0, 0)))
-        batch = np.stack([mel[s : s + WINDOW_FRAMES] for s in starts])
         outputs = []
         with torch.inference_mode():
-            for first in range(0, len(batch), BATCH):
-                part = torch.from_numpy(batch[first : first + BATCH]).to(self.device)
+            for first in range(0, len(windows), BATCH):
+                part = torch.from_numpy(windows[first : first + BATCH]).to(self.device)
                 outputs.append(self.encoder(part).cpu().numpy())
-        centres = [(s + min(WINDOW_FRAMES, frames) / 2) / 100 for s in starts]
-        return centres, np.concatenate(outputs)
+        return np.concatenate(outputs)
+
+
+def _windows(samples: np.ndarray, filters: Any) -> tuple[list[float], np.ndarray]:
+    """Centre times (s, from the samples' start) and mel frames of the windows over one stretch of speech."""
+    mel = mel_frames(samples, filters)
+    frames = len(mel)
+    starts = list(range(0, max(1, frames - WINDOW_FRAMES + 1), STEP_FRAMES))
+    if frames > WINDOW_FRAMES and starts[-1] + WINDOW_FRAMES < frames:
+        starts.append(frames - WINDOW_FRAMES)  # the stretch's end gets a window too
+    if frames < WINDOW_FRAMES:
+        mel = np.pad(mel, ((0, WINDOW_FRAMES - frames), (0, 0)))
+    centres = [(s + min(WINDOW_FRAMES, frames) / 2) / 100 for s in starts]
+    return centres, np.stack([mel[s : s + WINDOW_FRAMES] for s in starts])
 
 
 def _raised(samples: np.ndarray) -> np.ndarray:
