@@ -36,6 +36,7 @@ class Engine:
     max_audio_s: float
     batched: Any = None
     batch_size: int = 0
+    cpu_threads: int = 0  # CPU threads this copy decodes with (0: not set)
 
     @property
     def multilingual(self) -> bool:
@@ -86,6 +87,7 @@ def load_engine(settings: Settings, nice: int = 0, copies: int = 1) -> Engine:
         max_audio_s=settings.max_media_duration_s,
         batched=batched,
         batch_size=settings.batch_size,
+        cpu_threads=threads,
     )
 
 

@@ -36,19 +36,19 @@ _loaded: Diarizer | None = None
 _loading = threading.Lock()
 
 
-def diarizer(device: str) -> Diarizer:
-    """This worker's voice encoder, loaded on first use."""
+def diarizer(engine: Engine) -> Diarizer:
+    """This worker's voice encoder, loaded on first use, on the engine's device and its share of the CPU threads."""
     global _loaded
     with _loading:
         if _loaded is None:
             started = time.perf_counter()
             try:
-                _loaded = Diarizer(device)
+                _loaded = Diarizer(engine.device, engine.cpu_threads)
             except ModuleNotFoundError as exc:
                 raise SpeakersUnavailable(
                     f"this worker cannot label speakers: {exc}; install it with the `speakers` extra"
                 ) from exc
-            log.info("speaker encoder loaded on %s in %.1f s", device, time.perf_counter() - started)
+            log.info("speaker encoder loaded on %s in %.1f s", engine.device, time.perf_counter() - started)
         return _loaded
 
 
@@ -62,7 +62,7 @@ def label(
     started = time.perf_counter()
     options = task.options
     with deadline(ctx.settings.job_timeout(transcript.duration)):
-        turns = diarizer(ctx.engine.device).turns_of(
+        turns = diarizer(ctx.engine).turns_of(
             pieces, options.num_speakers, options.min_speakers, options.max_speakers
         )
     labelled = speakers.attach(transcript, turns, _tokenize(ctx.engine, task, transcript.language))
