@@ -58,14 +58,14 @@ class Client:
         response.raise_for_status()
         return str(response.json()["id"]), time.perf_counter() - started
 
-    def wait(self, task_id: str, poll_s: float | None = None) -> dict[str, Any]:
+    def wait(self, task_id: str) -> dict[str, Any]:
         while True:
             task: dict[str, Any] = self.http.get(f"/v1/tasks/{task_id}").json()
             if task["status"] in ("completed", "failed", "cancelled"):
                 if task["status"] != "completed":
                     raise SystemExit(f"task {task_id} {task['status']}: {task.get('error')}")
                 return task
-            time.sleep(self.poll_s if poll_s is None else poll_s)
+            time.sleep(self.poll_s)
 
     def run(self, path: Path, **fields: str) -> tuple[dict[str, Any], float]:
         """A finished task and its time end to end: upload, then the service's span from created to finished."""

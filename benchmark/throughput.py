@@ -95,7 +95,7 @@ def mixed_once(revision: str | None, model: str, clips: list[Any], **overrides: 
         paths = [LONG, *(clip.audio for clip in clips)]
         with ThreadPoolExecutor(4) as pool:
             ids = list(pool.map(lambda path: client.submit(path, priority="normal")[0], paths))
-            tasks = list(pool.map(lambda task_id: client.wait(task_id), ids))
+            tasks = list(pool.map(client.wait, ids))
         wall = time.perf_counter() - started
     audio = sum(task["duration"] for task in tasks)
     long_reference = normalise(LONG.with_suffix(".txt").read_text(), "en")
@@ -192,13 +192,11 @@ def ceiling(model: str, runs: int) -> None:
 
 def cut_chunks(folder: Path) -> list[Path]:
     """The 16-minute file cut as a worker cuts it (default settings), one WAV file per chunk in `folder`."""
-    from worker import splitting, spooling
+    from worker import spooling
 
     settings = Settings()
     spooled = spooling.spool(LONG, settings.max_media_duration_s, folder / "audio.raw")
-    speech = spooling.speech_spans(spooled.scores, spooled.samples)
-    target, pause = settings.chunk_target_s, settings.chunk_pause_s
-    plan = splitting.squeezed_plan(speech, spooled.duration, target, pause, spooled.scores)
+    plan = spooling.plan(spooled, settings.chunk_target_s, settings.chunk_pause_s)
     chunks = spooling.write_chunks(spooled, plan, lambda index: folder / f"{index}.wav")
     return [folder / f"{chunk.index}.wav" for chunk in chunks]
 

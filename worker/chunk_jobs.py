@@ -57,9 +57,7 @@ def _cut(ctx: WorkerContext, task: Task, path: Path) -> tuple[list[Chunk], dict[
     raw = ctx.stores.storage.chunk_path(task.id, 0, run).with_name("audio.raw")
     try:
         spooled = spooling.spool(path, ctx.settings.max_media_duration_s, raw)
-        speech = spooling.speech_spans(spooled.scores, spooled.samples)
-        target, pause = ctx.settings.chunk_target_s, ctx.settings.chunk_pause_s
-        plan = splitting.squeezed_plan(speech, spooled.duration, target, pause, spooled.scores)
+        plan = spooling.plan(spooled, ctx.settings.chunk_target_s, ctx.settings.chunk_pause_s)
         chunks = spooling.write_chunks(spooled, plan, lambda index: ctx.stores.storage.chunk_path(task.id, index, run))
         language, probability = task.options.single_language, 1.0
         if language is None:

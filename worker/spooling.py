@@ -115,6 +115,12 @@ def _padded(spans: list[list[int]], samples: int) -> list[list[int]]:
     return spans
 
 
+def plan(spooled: Spooled, target_s: float, pause_s: float) -> list[list[splitting.Span]]:
+    """The chunks to cut from a spooled file, as `splitting.squeezed_plan` places them on its speech."""
+    speech = speech_spans(spooled.scores, spooled.samples)
+    return splitting.squeezed_plan(speech, spooled.duration, target_s, pause_s, spooled.scores)
+
+
 def write_chunks(
     spooled: Spooled, plan: Sequence[Sequence[splitting.Span]], path_of: Callable[[int], Path]
 ) -> list[Chunk]:
