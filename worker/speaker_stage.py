@@ -62,9 +62,7 @@ def label(
     started = time.perf_counter()
     options = task.options
     with deadline(ctx.settings.job_timeout(transcript.duration)):
-        turns = diarizer(ctx.engine).turns_of(
-            pieces, options.num_speakers, options.min_speakers, options.max_speakers
-        )
+        turns = diarizer(ctx.engine).turns_of(pieces, options.num_speakers, options.min_speakers, options.max_speakers)
     labelled = speakers.attach(transcript, turns, _tokenize(ctx.engine, task, transcript.language))
     seconds = time.perf_counter() - started
     ctx.stores.tasks.update(task.id, fences, diarization_seconds=round(seconds, 3))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, cast
 
 import httpx
@@ -18,7 +17,7 @@ from benchmark.dataset import load_manifest
 from shared.enums import TaskType
 from shared.schemas import Segment, Transcript, Word
 from tests.conftest import DATA, JFK, StartWorker, submit, wait_for
-from worker import speakers, splitting
+from worker import diarization, speakers, splitting
 from worker.diarization import Diarizer, Turn
 
 CONVERSATIONS = DATA / "diarization"
@@ -30,10 +29,13 @@ COLLAR = 0.5
 
 
 def reference(name: str) -> Annotation:
+    """The recording's reference turns, from its own RTTM file or the AMI excerpts' shared one."""
+    rttm = CONVERSATIONS / f"{name}.rttm"
     turns = Annotation()
-    for line in (CONVERSATIONS / f"{name}.rttm").read_text().splitlines():
+    for line in (rttm if rttm.exists() else CONVERSATIONS / "ami_dev.rttm").read_text().splitlines():
         parts = line.split()
-        turns[Span(float(parts[3]), float(parts[3]) + float(parts[4]))] = parts[7]
+        if parts[1] == name:
+            turns[Span(float(parts[3]), float(parts[3]) + float(parts[4])), len(turns)] = parts[7]
     return turns
 
 
@@ -51,9 +53,9 @@ def matches(name: str, segments: list[dict[str, Any]]) -> bool:
 def der(name: str, turns: list[Turn] | list[dict[str, Any]]) -> float:
     """The diarization error rate over the whole recording, overlapped speech scored."""
     hypothesis = Annotation()
-    for turn in turns:
+    for index, turn in enumerate(turns):
         start, end, who = (turn.start, turn.end, turn.speaker) if isinstance(turn, Turn) else turn.values()
-        hypothesis[Span(start, end)] = who
+        hypothesis[Span(start, end), index] = who
     whole = Timeline([Span(0, splitting.decode(CONVERSATIONS / f"{name}.flac", 600).size / 16000)])
     return float(DiarizationErrorRate(collar=COLLAR)(reference(name), hypothesis, uem=whole))
 
@@ -97,11 +99,36 @@ def test_a_built_two_speaker_conversation_is_labelled_like_its_reference(diarize
         truth[Span(turn.start, turn.end)] = turn.speaker
     found = diarizer.turns(built.audio)
     hypothesis = Annotation()
-    for turn in found:
-        hypothesis[Span(turn.start, turn.end)] = turn.speaker
+    for index, turn in enumerate(found):
+        hypothesis[Span(turn.start, turn.end), index] = turn.speaker
     whole = Timeline([Span(0, built.seconds)])
     assert len(labels(found)) == 2
     assert DiarizationErrorRate(collar=COLLAR)(truth, hypothesis, uem=whole) < 0.12  # measured 4.5 %
+
+
+def test_people_talking_over_each_other_both_get_the_time(diarizer: Diarizer) -> None:
+    """An AMI meeting excerpt where a third of the speech is two people at once. A labeller that gives each moment
+    one speaker cannot score under 28.7 % here (the reference with each overlap given to one speaker)."""
+    turns = diarizer.turns(splitting.decode(CONVERSATIONS / "ami_trn09.flac", 60))
+    together = [
+        (first, second)
+        for index, first in enumerate(turns)
+        for second in turns[index + 1 :]
+        if second.start < first.end and second.speaker != first.speaker
+    ]
+    assert sum(min(a.end, b.end) - b.start for a, b in together) > 5, "overlaps found, in seconds"
+    assert der("ami_trn09", turns) < 0.2  # measured 13.2 %
+
+
+def test_speech_the_vad_missed_and_overlaps_get_the_nearest_speakers() -> None:
+    """The rules alone: heard speech outside every turn takes the nearest turn's speaker; an overlap takes the
+    nearest speaker other than the one speaking there; an overlap where nobody has a turn adds nothing."""
+    turns = [Turn(0.0, 2.0, "a"), Turn(3.0, 5.0, "b"), Turn(5.0, 9.0, "a")]
+    filled = diarization.filled(turns, [(1.5, 2.8), (9.0, 9.1), (9.5, 10.0)])
+    assert filled == sorted([*turns, Turn(2.0, 2.8, "a"), Turn(9.5, 10.0, "a")], key=lambda turn: turn.start)
+    assert diarization.filled([], [(1.0, 2.0)]) == [Turn(1.0, 2.0, "0")], "no turns: one speaker"
+    together = diarization.overlapped(turns, [(6.0, 7.0), (1.0, 1.5), (10.0, 11.0)])
+    assert together == sorted([*turns, Turn(6.0, 7.0, "b"), Turn(1.0, 1.5, "b")], key=lambda turn: turn.start)
 
 
 def test_one_voice_gets_one_label(diarizer: Diarizer) -> None:
@@ -260,7 +287,8 @@ def test_the_openai_client_reads_diarized_json(api: httpx.Client, start_worker: 
 
 
 def test_the_weights_ship_in_the_installed_package() -> None:
+    from worker import segmentation
     from worker.diarization import weights_path
 
     assert weights_path().is_file() and weights_path().stat().st_size > 10_000_000
-    assert isinstance(Path(weights_path()), Path)
+    assert segmentation.weights_path().is_file() and segmentation.weights_path().stat().st_size > 5_000_000
