@@ -194,8 +194,8 @@ def _speakers(ctx: WorkerContext, task: Task) -> stitch.Finishing:
 
     def label(transcript: Transcript, plan: list[Chunk], run: int) -> Transcript:
         chunks = [(chunk, ctx.stores.storage.chunk_path(task.id, chunk.index, run)) for chunk in plan]
-        pieces = speaker_stage.chunk_pieces(chunks)
-        return speaker_stage.label(ctx, task, transcript, pieces, [run_fence(task.id, run)])
+        read = partial(speaker_stage.chunk_pieces, chunks)
+        return speaker_stage.label(ctx, task, transcript, read, [run_fence(task.id, run)])
 
     return label
 

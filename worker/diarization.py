@@ -7,10 +7,11 @@ average-linkage agglomerative clustering, cut at a distance tuned on real conver
 person speaks; an eigengap (NME-SC) may raise the count where spectral clusters come out well apart; spectral
 clustering meets a count the task gives. Each moment of speech takes the label of the nearest window in its stretch.
 
-pyannote's segmentation network (worker.segmentation) then adds what the VAD and one-label-at-a-time miss: speech
-it hears that the VAD did not find takes the nearest turn's speaker, and where it hears two people at once, the
-speaker nearest in time who is not the one already speaking gets a turn there too (overlap-aware labelling, as in
-Otterson and Ostendorf, 2007). On AMI meetings these two took DER from 29.7 to 22.3 %.
+Where more than one speaker is found, pyannote's segmentation network (worker.segmentation) then adds what the VAD
+and one label at a time miss: speech it hears that the VAD did not find takes the nearest turn's speaker, and where
+it hears two people at once, the speaker nearest in time who is not the one already speaking gets a turn there too
+(overlap-aware labelling, as in Otterson and Ostendorf, 2007). On the AMI excerpts these two took DER from 29.7 to
+23.2 %.
 
 Audio comes in pieces (a whole short file, or a long file's chunks, read one at a time), so memory holds one piece
 and the embeddings, never the whole waveform; labels are clustered over every piece together, so a speaker keeps
@@ -22,14 +23,14 @@ from __future__ import annotations
 import bisect
 import importlib.util
 import logging
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from worker.segmentation import Activity, Segmenter
+from worker.segmentation import Segmenter
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +97,6 @@ class _Windows:
     centres: list[float]
     stretches: list[tuple[float, float]]  # every stretch of speech found, in time order
     owner: list[int]  # for each window, its stretch's index
-    heard: list[tuple[float, float]] = field(default_factory=list)  # speech by the segmentation network
-    overlaps: list[tuple[float, float]] = field(default_factory=list)  # two speakers at once, by the same
 
 
 def weights_path() -> Path:
@@ -135,31 +134,47 @@ class Diarizer:
         max_speakers: int | None = None,
     ) -> list[Turn]:
         """Speaker turns of one waveform."""
-        return self.turns_of([Piece(0.0, audio)], num_speakers, min_speakers, max_speakers)
+        return self.turns_of(lambda: [Piece(0.0, audio)], num_speakers, min_speakers, max_speakers)
 
     def turns_of(
         self,
-        pieces: Iterable[Piece],
+        read: Callable[[], Iterable[Piece]],
         num_speakers: int | None = None,
         min_speakers: int | None = None,
         max_speakers: int | None = None,
     ) -> list[Turn]:
-        """Speaker turns over pieces of one recording, labelled SPEAKER_00, SPEAKER_01... by first appearance."""
+        """Speaker turns over pieces of one recording, labelled SPEAKER_00, SPEAKER_01... by first appearance.
+        `read` gives the pieces; it is called a second time, for the segmentation network, only where more than one
+        speaker is found: with one voice, overlaps are none, and speech the VAD missed would only take that voice,
+        as the words there do anyway (the network is a third of the stage's time on a one-voice file)."""
         found = _Windows([], [], [], [])
-        for piece in pieces:
+        for piece in read():
             self._embed_piece(piece, found)
         if found.embeddings:
             labels = cluster(np.stack(found.embeddings), num_speakers, min_speakers, max_speakers, STEP_FRAMES / 100)
             turns = _turns(found, labels)
         else:  # no speech long enough to embed: one speaker
             turns = [Turn(a, b, "0") for a, b in found.stretches]
-        return _named(overlapped(filled(turns, found.heard), found.overlaps))
+        if len({turn.speaker for turn in turns}) == 1:
+            return _named(turns)
+        heard, overlaps = self._heard(read())
+        return _named(overlapped(filled(turns, heard), overlaps))
+
+    def _heard(self, pieces: Iterable[Piece]) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+        """Speech and overlaps on the recording's timeline, by the segmentation network."""
+        heard: list[tuple[float, float]] = []
+        overlaps: list[tuple[float, float]] = []
+        for piece in pieces:
+            activity = self.segmenter.activity(piece.samples)
+            heard.extend(activity.regions("speech", HEARD, piece.offset))
+            runs = _joined(activity.regions("overlap", OVERLAP, piece.offset), OVERLAP_GAP_S)
+            overlaps.extend((start, end) for start, end in runs if end - start >= SHORTEST_OVERLAP_S)
+        return heard, overlaps
 
     def _embed_piece(self, piece: Piece, found: _Windows) -> None:
         """The windows over every stretch of speech in the piece, embedded together (a batch of windows from
         several stretches costs the encoder little more than one stretch's few)."""
         mels: list[np.ndarray] = []
-        _note_activity(self.segmenter.activity(piece.samples), piece.offset, found)
         for start, end in speech(_raised(piece.samples)):
             stretch = len(found.stretches)
             found.stretches.append((piece.offset + start, piece.offset + end))
@@ -182,12 +197,6 @@ class Diarizer:
                 part = torch.from_numpy(windows[first : first + BATCH]).to(self.device)
                 outputs.append(self.encoder(part).cpu().numpy())
         return np.concatenate(outputs)
-
-
-def _note_activity(activity: Activity, offset: float, found: _Windows) -> None:
-    found.heard.extend(activity.regions("speech", HEARD, offset))
-    runs = _joined(activity.regions("overlap", OVERLAP, offset), OVERLAP_GAP_S)
-    found.overlaps.extend((start, end) for start, end in runs if end - start >= SHORTEST_OVERLAP_S)
 
 
 def _joined(runs: list[tuple[float, float]], gap: float) -> list[tuple[float, float]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 
@@ -146,8 +147,8 @@ def _run(ctx: WorkerContext, task: Task) -> None:
         language_probability=transcript.language_probability,
     )
     if task.options.diarize:
-        pieces = speaker_stage.media_pieces(path, ctx.settings.max_media_duration_s)
-        transcript = speaker_stage.label(ctx, task, transcript, pieces, fences(task))
+        read = functools.partial(speaker_stage.media_pieces, path, ctx.settings.max_media_duration_s)
+        transcript = speaker_stage.label(ctx, task, transcript, read, fences(task))
     processing = time.perf_counter() - started
     if ctx.lifecycle.complete(task, transcript, processing, fences(task)):
         log.info("task %s completed: %.1f s of audio", task.id, transcript.duration)

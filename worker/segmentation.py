@@ -18,6 +18,7 @@ import numpy as np
 
 RATE = 16000
 WINDOW_S = 10.0  # what the network was trained on
+SHORTEST_S = 1.0  # the shortest window read: shorter pieces are padded with silence to it
 FRAME_S = 0.016875  # one output frame every 270 samples
 FRAME_SPAN_S = 0.0619375  # the audio one frame sees
 BATCH = 32  # windows through the network at once: 32 x 10 s of audio, about 20 MB of activations
@@ -59,8 +60,10 @@ class Segmenter:
 
     def activity(self, samples: np.ndarray) -> Activity:
         """Speech and overlap probabilities over the samples: 10-s windows end to end (the last one ending with the
-        samples), each frame the mean of the windows that cover it. Overlapping windows measured no better."""
-        width = round(WINDOW_S * RATE)
+        samples), each frame the mean of the windows that cover it. Overlapping windows measured no better. A piece
+        shorter than a window is read as one window of its own length (at least SHORTEST_S): a long file's chunks
+        come as stretches of speech of a few seconds, and padding each to 10 s tripled the network's time."""
+        width = max(min(round(WINDOW_S * RATE), len(samples)), round(SHORTEST_S * RATE))
         starts = _starts(len(samples), width)
         frames = int(np.ceil(len(samples) / RATE / FRAME_S)) + 1
         speech, overlap, cover = np.zeros(frames), np.zeros(frames), np.zeros(frames)

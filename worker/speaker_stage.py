@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 import wave
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -53,16 +53,21 @@ def diarizer(engine: Engine) -> Diarizer:
 
 
 def label(
-    ctx: WorkerContext, task: Task, transcript: Transcript, pieces: Iterator[Piece], fences: Sequence[Fence]
+    ctx: WorkerContext,
+    task: Task,
+    transcript: Transcript,
+    read: Callable[[], Iterator[Piece]],
+    fences: Sequence[Fence],
 ) -> Transcript:
-    """The transcript with speakers, the stage announced on the task and its time recorded."""
+    """The transcript with speakers, the stage announced on the task and its time recorded. `read` gives the audio
+    in pieces, each time it is called (once, or twice where more than one speaker is found)."""
     if not ctx.stores.tasks.update(task.id, fences, stage=STAGE):
         raise TaskCancelled(f"task {task.id} was cancelled, deleted or given to another worker before its speakers")
     ctx.stores.events.add(task.id, {"type": "stage", "stage": STAGE}, fences)
     started = time.perf_counter()
     options = task.options
     with deadline(ctx.settings.job_timeout(transcript.duration)):
-        turns = diarizer(ctx.engine).turns_of(pieces, options.num_speakers, options.min_speakers, options.max_speakers)
+        turns = diarizer(ctx.engine).turns_of(read, options.num_speakers, options.min_speakers, options.max_speakers)
     labelled = speakers.attach(transcript, turns, _tokenize(ctx.engine, task, transcript.language))
     seconds = time.perf_counter() - started
     ctx.stores.tasks.update(task.id, fences, diarization_seconds=round(seconds, 3))
