@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from worker.segmentation import Segmenter
+from worker.segmentation import Segmenter, regions
 
 log = logging.getLogger(__name__)
 
@@ -166,8 +166,8 @@ class Diarizer:
         overlaps: list[tuple[float, float]] = []
         for piece in pieces:
             activity = self.segmenter.activity(piece.samples)
-            heard.extend(activity.regions("speech", HEARD, piece.offset))
-            runs = _joined(activity.regions("overlap", OVERLAP, piece.offset), OVERLAP_GAP_S)
+            heard.extend(regions(activity.speech > HEARD, piece.offset))
+            runs = _joined(regions(activity.overlap > OVERLAP, piece.offset), OVERLAP_GAP_S)
             overlaps.extend((start, end) for start, end in runs if end - start >= SHORTEST_OVERLAP_S)
         return heard, overlaps
 
@@ -450,8 +450,8 @@ def filled(turns: list[Turn], heard: list[tuple[float, float]]) -> list[Turn]:
     starts = [turn.start for turn in turns]
     added = []
     for start, end in _outside(heard, turns):
-        nearest = _nearest_turn(turns, starts, (start + end) / 2)
         if end - start >= SHORTEST_HEARD_S:
+            nearest = _nearest_turn(turns, starts, (start + end) / 2)
             added.append(Turn(start, end, "0" if nearest is None else turns[nearest].speaker))
     return sorted(turns + added, key=lambda turn: turn.start)
 

