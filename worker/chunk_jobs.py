@@ -194,8 +194,11 @@ def _speakers(ctx: WorkerContext, task: Task) -> stitch.Finishing:
 
     def label(transcript: Transcript, plan: list[Chunk], run: int) -> Transcript:
         chunks = [(chunk, ctx.stores.storage.chunk_path(task.id, chunk.index, run)) for chunk in plan]
-        read = partial(speaker_stage.chunk_pieces, chunks)
-        return speaker_stage.label(ctx, task, transcript, read, [run_fence(task.id, run)])
+        turns = speaker_stage.start(ctx, task, partial(speaker_stage.chunk_pieces, chunks))
+        try:
+            return speaker_stage.label(ctx, task, transcript, turns, [run_fence(task.id, run)])
+        finally:
+            turns.stop()
 
     return label
 

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
+from functools import partial
+from pathlib import Path
 
 from shared import logs, metrics
 from shared.enums import TaskStatus
 from shared.errors import TaskNotFound, WhisperqError
 from shared.fencing import Fence
-from shared.schemas import Segment, Task, check_model_fits
+from shared.schemas import Segment, Task, Transcript, check_model_fits
 from shared.store import run_fence
 from worker import chunk_jobs, context, download, engine, speaker_stage
 from worker.context import WorkerContext
@@ -131,6 +132,28 @@ def _run(ctx: WorkerContext, task: Task) -> None:
             chunk_jobs.split(ctx, task, path)
         return
     started = time.perf_counter()
+    turns = None
+    if task.options.diarize:  # worked out beside the decode: they need only the audio
+        turns = speaker_stage.start(
+            ctx, task, partial(speaker_stage.media_pieces, path, ctx.settings.max_media_duration_s)
+        )
+    try:
+        transcript = _transcript(ctx, task, path, duration, turns)
+    finally:
+        if turns is not None:
+            turns.stop()
+    processing = time.perf_counter() - started
+    if ctx.lifecycle.complete(task, transcript, processing, fences(task)):
+        log.info("task %s completed: %.1f s of audio", task.id, transcript.duration)
+        metrics.observe_completion(ctx.redis, task.model, processing, transcript.duration)
+    else:
+        log.warning("task %s: result discarded, the task had finished or gone meanwhile", task.id)
+
+
+def _transcript(
+    ctx: WorkerContext, task: Task, path: Path, duration: float | None, turns: speaker_stage.Turns | None
+) -> Transcript:
+    """The task's words, decoded, with their speakers where it asked."""
     with deadline(ctx.settings.job_timeout(duration if duration is not None else UNKNOWN_DURATION_S)):
         transcript = engine.transcribe(
             ctx.engine,
@@ -146,15 +169,7 @@ def _run(ctx: WorkerContext, task: Task) -> None:
         language=transcript.language,
         language_probability=transcript.language_probability,
     )
-    if task.options.diarize:
-        read = functools.partial(speaker_stage.media_pieces, path, ctx.settings.max_media_duration_s)
-        transcript = speaker_stage.label(ctx, task, transcript, read, fences(task))
-    processing = time.perf_counter() - started
-    if ctx.lifecycle.complete(task, transcript, processing, fences(task)):
-        log.info("task %s completed: %.1f s of audio", task.id, transcript.duration)
-        metrics.observe_completion(ctx.redis, task.model, processing, transcript.duration)
-    else:
-        log.warning("task %s: result discarded, the task had finished or gone meanwhile", task.id)
+    return transcript if turns is None else speaker_stage.label(ctx, task, transcript, turns, fences(task))
 
 
 def _splits(ctx: WorkerContext, task: Task, duration: float | None) -> bool:

@@ -1,8 +1,11 @@
-"""The speaker stage of a task that asked for labels: after its words are decoded, who spoke them.
+"""The speaker stage of a task that asked for labels: who spoke its words.
 
-The voice encoder loads once per worker, on the first task that asks. The stage shows on the task (`stage`,
-`diarization_seconds`) and in its events, and `/metrics` times it. Audio is read in pieces: a short file streamed
-from the volume a minute at a time, a long file's chunks one by one, so the stage never holds the whole waveform.
+Who spoke when needs only the audio, so a short file's speaker turns are worked out on a thread of their own while
+its words are decoded (`Turns`): on a machine with a core to spare, they cost the task little time; the words then
+take the speakers of the turns (`label`). A split file's turns start once its chunks are stitched. The voice encoder
+loads once per worker, on the first task that asks. The stage shows on the task (`stage`, `diarization_seconds`) and
+in its events, and `/metrics` times it. Audio is read in pieces: a short file streamed from the volume a minute at a
+time, a long file's chunks one by one, so the stage never holds the whole waveform.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from worker import speakers, splitting
 from worker.context import WorkerContext
 from worker.control import TaskCancelled
 from worker.deadline import deadline
-from worker.diarization import Diarizer, Piece
+from worker.diarization import Diarizer, Piece, Turn
 from worker.engine import Engine
 
 log = logging.getLogger(__name__)
@@ -52,29 +55,92 @@ def diarizer(engine: Engine) -> Diarizer:
         return _loaded
 
 
-def label(
-    ctx: WorkerContext,
-    task: Task,
-    transcript: Transcript,
-    read: Callable[[], Iterator[Piece]],
-    fences: Sequence[Fence],
-) -> Transcript:
-    """The transcript with speakers, the stage announced on the task and its time recorded. `read` gives the audio
-    in pieces, each time it is called (once, or twice where more than one speaker is found)."""
+class Stopped(Exception):
+    """The task's turns are no longer wanted (it failed, was cancelled, or ran out of time)."""
+
+
+class Turns:
+    """A task's speaker turns, worked out on a thread of their own from the moment this is made. The thread takes
+    the niceness of the one that makes it (the priority lane's, or a replica's), and stops at the next piece of audio
+    once `stop` is called."""
+
+    def __init__(
+        self, work: Callable[[Callable[[], Iterator[Piece]]], list[Turn]], read: Callable[[], Iterator[Piece]]
+    ):
+        """`work` turns a reader of the audio's pieces into turns; `read` gives the pieces, each time it is called."""
+        self.seconds = 0.0  # the time the work took, once done
+        self._stopped = threading.Event()
+        self._done = threading.Event()
+        self._turns: list[Turn] = []
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(work, read), name="speaker-turns", daemon=True)
+        self._thread.start()
+
+    def result(self) -> list[Turn]:
+        """The turns, once worked out (waiting in short steps, so a deadline can interrupt); the work's error, if
+        it failed."""
+        while not self._done.wait(0.2):
+            pass
+        if self._error is not None:
+            raise self._error
+        return self._turns
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def _run(
+        self, work: Callable[[Callable[[], Iterator[Piece]]], list[Turn]], read: Callable[[], Iterator[Piece]]
+    ) -> None:
+        started = time.perf_counter()
+        try:
+            self._turns = work(lambda: self._unless_stopped(read()))
+        except BaseException as exc:  # raised again in the thread that asks for the result
+            self._error = exc
+        finally:
+            self.seconds = time.perf_counter() - started
+            self._done.set()
+
+    def _unless_stopped(self, pieces: Iterator[Piece]) -> Iterator[Piece]:
+        for piece in pieces:
+            if self._stopped.is_set():
+                raise Stopped("the task's speaker turns are no longer wanted")
+            yield piece
+
+
+def start(ctx: WorkerContext, task: Task, read: Callable[[], Iterator[Piece]]) -> Turns:
+    """The task's speaker turns, begun now. `read` gives the audio in pieces, each time it is called (once, or twice
+    where more than one speaker is found)."""
+    options = task.options
+
+    def work(pieces: Callable[[], Iterator[Piece]]) -> list[Turn]:
+        return diarizer(ctx.engine).turns_of(pieces, options.num_speakers, options.min_speakers, options.max_speakers)
+
+    return Turns(work, read)
+
+
+def label(ctx: WorkerContext, task: Task, transcript: Transcript, turns: Turns, fences: Sequence[Fence]) -> Transcript:
+    """The transcript with speakers, once its turns are worked out: the stage announced on the task, and its time
+    recorded (the turns' own time and the words' labelling, whether or not the turns were worked out beside the
+    decode)."""
     if not ctx.stores.tasks.update(task.id, fences, stage=STAGE):
         raise TaskCancelled(f"task {task.id} was cancelled, deleted or given to another worker before its speakers")
     ctx.stores.events.add(task.id, {"type": "stage", "stage": STAGE}, fences)
-    started = time.perf_counter()
-    options = task.options
+    waited = time.perf_counter()
     with deadline(ctx.settings.job_timeout(transcript.duration)):
-        turns = diarizer(ctx.engine).turns_of(read, options.num_speakers, options.min_speakers, options.max_speakers)
-    labelled = speakers.attach(transcript, turns, _tokenize(ctx.engine, task, transcript.language))
-    seconds = time.perf_counter() - started
+        found = turns.result()
+    attaching = time.perf_counter()
+    labelled = speakers.attach(transcript, found, _tokenize(ctx.engine, task, transcript.language))
+    now = time.perf_counter()
+    seconds = turns.seconds + now - attaching
     ctx.stores.tasks.update(task.id, fences, diarization_seconds=round(seconds, 3))
     metrics.observe(ctx.redis, "diarization_seconds", task.model, seconds)
-    found = len(labelled.speakers or [])
     log.info(
-        "task %s: %d speakers in %.1f s of audio, labelled in %.1f s", task.id, found, transcript.duration, seconds
+        "task %s: %d speakers in %.1f s of audio, labelled in %.1f s (%.1f s after its words)",
+        task.id,
+        len(labelled.speakers or []),
+        transcript.duration,
+        seconds,
+        now - waited,
     )
     return labelled
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 import httpx
@@ -15,10 +16,12 @@ from pyannote.metrics.diarization import DiarizationErrorRate  # type: ignore[im
 
 from benchmark.dataset import load_manifest
 from shared.enums import TaskType
+from shared.errors import SpeakersUnavailable
 from shared.schemas import Segment, Transcript, Word
 from tests.conftest import DATA, JFK, StartWorker, submit, wait_for
-from worker import diarization, speakers, splitting
-from worker.diarization import Diarizer, Turn
+from worker import diarization, speaker_stage, speakers, splitting
+from worker.diarization import Diarizer, Piece, Turn
+from worker.speaker_stage import Stopped, Turns
 
 CONVERSATIONS = DATA / "diarization"
 SAMPLE = CONVERSATIONS / "pyannote_sample.flac"
@@ -138,6 +141,49 @@ def test_one_voice_gets_one_label(diarizer: Diarizer) -> None:
         assert labels(turns) == {"SPEAKER_00"}, media.name
         assert turns[0].start < 1.5 and turns[-1].end > 0.8 * audio.size / 16000
     assert len(labels(diarizer.turns(audio, min_speakers=2))) == 2, "a bound given is honoured"
+
+
+def test_turns_are_worked_out_on_their_own_thread_from_the_moment_they_are_asked_for(diarizer: Diarizer) -> None:
+    """A task's turns begin as its decode does (they need only the audio), with no one waiting on them, and come
+    out as the encoder gives them in one go."""
+    read_from = threading.Event()
+
+    def read() -> Iterator[Piece]:
+        read_from.set()
+        yield from speaker_stage.media_pieces(SAMPLE, 600)
+
+    turns = Turns(diarizer.turns_of, read)
+    assert read_from.wait(60), "the audio is read before anyone asks for the turns"
+    assert turns.result() == diarizer.turns_of(lambda: speaker_stage.media_pieces(SAMPLE, 600))
+    assert len(labels(turns.result())) == 2 and turns.seconds > 0
+
+
+def test_turns_no_longer_wanted_stop_at_the_next_piece_and_a_failure_reaches_the_task() -> None:
+    audio = splitting.decode(SAMPLE, 600)
+    stop_asked = threading.Event()
+
+    def read() -> Iterator[Piece]:
+        yield Piece(0.0, audio[:160000])
+        assert stop_asked.wait(60)
+        yield Piece(10.0, audio[160000:])
+
+    def work(pieces: Callable[[], Iterator[Piece]]) -> list[Turn]:
+        return [Turn(piece.offset, piece.offset + 1, "0") for piece in pieces()]
+
+    stopped = Turns(work, read)
+    stopped.stop()
+    stop_asked.set()
+    with pytest.raises(Stopped):
+        stopped.result()
+
+    def unavailable(pieces: Callable[[], Iterator[Piece]]) -> list[Turn]:
+        raise SpeakersUnavailable("no encoder here")
+
+    with pytest.raises(SpeakersUnavailable, match="no encoder here"):
+        Turns(unavailable, read).result()
+    assert Turns(work, lambda: iter([Piece(0.0, audio), Piece(30.0, audio)])).result() == [
+        Turn(0.0, 1.0, "0"), Turn(30.0, 31.0, "0")
+    ]  # fmt: skip
 
 
 def segment(start: float, end: float, text: str, words: list[Word] | None = None) -> Segment:
