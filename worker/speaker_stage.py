@@ -55,6 +55,9 @@ def diarizer(engine: Engine) -> Diarizer:
         return _loaded
 
 
+Reader = Callable[[], Iterator[Piece]]  # gives the audio in pieces, each time it is called
+
+
 class Stopped(Exception):
     """The task's turns are no longer wanted (it failed, was cancelled, or ran out of time)."""
 
@@ -64,10 +67,8 @@ class Turns:
     the niceness of the one that makes it (the priority lane's, or a replica's), and stops at the next piece of audio
     once `stop` is called."""
 
-    def __init__(
-        self, work: Callable[[Callable[[], Iterator[Piece]]], list[Turn]], read: Callable[[], Iterator[Piece]]
-    ):
-        """`work` turns a reader of the audio's pieces into turns; `read` gives the pieces, each time it is called."""
+    def __init__(self, work: Callable[[Reader], list[Turn]], read: Reader):
+        """`work` turns a reader of the audio's pieces into turns."""
         self.seconds = 0.0  # the time the work took, once done
         self._stopped = threading.Event()
         self._done = threading.Event()
@@ -88,9 +89,7 @@ class Turns:
     def stop(self) -> None:
         self._stopped.set()
 
-    def _run(
-        self, work: Callable[[Callable[[], Iterator[Piece]]], list[Turn]], read: Callable[[], Iterator[Piece]]
-    ) -> None:
+    def _run(self, work: Callable[[Reader], list[Turn]], read: Reader) -> None:
         started = time.perf_counter()
         try:
             self._turns = work(lambda: self._unless_stopped(read()))
@@ -107,12 +106,11 @@ class Turns:
             yield piece
 
 
-def start(ctx: WorkerContext, task: Task, read: Callable[[], Iterator[Piece]]) -> Turns:
-    """The task's speaker turns, begun now. `read` gives the audio in pieces, each time it is called (once, or twice
-    where more than one speaker is found)."""
+def start(ctx: WorkerContext, task: Task, read: Reader) -> Turns:
+    """The task's speaker turns, begun now; `read` is called once, or twice where more than one speaker is found."""
     options = task.options
 
-    def work(pieces: Callable[[], Iterator[Piece]]) -> list[Turn]:
+    def work(pieces: Reader) -> list[Turn]:
         return diarizer(ctx.engine).turns_of(pieces, options.num_speakers, options.min_speakers, options.max_speakers)
 
     return Turns(work, read)
