@@ -270,11 +270,39 @@ def mel_frames(samples: np.ndarray, filters: Any) -> np.ndarray:
 
 
 def mel_filters() -> Any:
-    """librosa's 40-band Slaney mel filter bank for 400-point FFTs at 16 kHz, as a torch matrix."""
-    import librosa
+    """librosa's 40-band Slaney mel filter bank for 400-point FFTs at 16 kHz (`librosa.filters.mel`'s defaults), as a
+    torch matrix: triangles between neighbouring mel points from 0 Hz to Nyquist, each scaled to unit area. Built
+    here rather than imported: librosa brings numba and llvmlite with it, 60 MiB of a worker's memory for one matrix.
+    """
     import torch
 
-    return torch.from_numpy(librosa.filters.mel(sr=RATE, n_fft=400, n_mels=40)).float()
+    bands, size = 40, 400
+    frequencies = np.fft.rfftfreq(size, 1 / RATE)
+    points = _mel_to_hz(np.linspace(_hz_to_mel(0.0), _hz_to_mel(RATE / 2), bands + 2))
+    widths = np.diff(points)
+    ramps = np.subtract.outer(points, frequencies)
+    rising = -ramps[:bands] / widths[:bands, None]
+    falling = ramps[2:] / widths[1:, None]
+    weights = np.maximum(0.0, np.minimum(rising, falling)) * (2.0 / (points[2:] - points[:bands]))[:, None]
+    return torch.from_numpy(weights.astype(np.float32))
+
+
+# Slaney's mel scale: linear below 1 kHz (200/3 Hz a mel), logarithmic above (a factor of 6.4 every 27 mels).
+_HZ_PER_MEL = 200.0 / 3
+_LOG_FROM_HZ = 1000.0
+_LOG_STEP = np.log(6.4) / 27.0
+
+
+def _hz_to_mel(hz: float) -> float:
+    if hz < _LOG_FROM_HZ:
+        return hz / _HZ_PER_MEL
+    return float(_LOG_FROM_HZ / _HZ_PER_MEL + np.log(hz / _LOG_FROM_HZ) / _LOG_STEP)
+
+
+def _mel_to_hz(mels: np.ndarray) -> np.ndarray:
+    linear = mels * _HZ_PER_MEL
+    logarithmic = _LOG_FROM_HZ * np.exp(_LOG_STEP * (mels - _LOG_FROM_HZ / _HZ_PER_MEL))
+    return np.asarray(np.where(mels >= _LOG_FROM_HZ / _HZ_PER_MEL, logarithmic, linear))
 
 
 def speech(samples: np.ndarray) -> list[tuple[float, float]]:

@@ -332,6 +332,14 @@ def test_the_openai_client_reads_diarized_json(api: httpx.Client, start_worker: 
     assert answer.usage is not None and answer.usage.type == "duration"
 
 
+def test_the_mel_filter_bank_is_the_one_the_encoder_was_trained_on() -> None:
+    import librosa
+
+    ours = diarization.mel_filters().numpy()
+    assert ours.shape == (40, 201)
+    assert abs(ours - librosa.filters.mel(sr=16000, n_fft=400, n_mels=40)).max() < 1e-7
+
+
 def test_the_weights_ship_in_the_installed_package() -> None:
     from worker import segmentation
     from worker.diarization import weights_path
