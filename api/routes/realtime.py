@@ -122,17 +122,19 @@ class Session:
         self.ready = asyncio.Event()
 
     async def run(self) -> None:
-        """Serve until the client leaves or a limit closes the session; nothing of it stays in Redis."""
-        await self._send(
-            {
-                "type": "session.created",
-                "event_id": realtime.event_id(),
-                "session": realtime.session_object(self.id, self.config),
-            }
-        )
+        """Serve until the client leaves or a limit closes the session; nothing of it stays in Redis. The session
+        counts as open (`/metrics`) before the client is told it exists."""
+        tasks: list[asyncio.Task[None]] = []
         await self._renew()
-        tasks = [asyncio.create_task(work()) for work in (self._receive, self._forward, self._keep)]
         try:
+            await self._send(
+                {
+                    "type": "session.created",
+                    "event_id": realtime.event_id(),
+                    "session": realtime.session_object(self.id, self.config),
+                }
+            )
+            tasks = [asyncio.create_task(work()) for work in (self._receive, self._forward, self._keep)]
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 task.result()  # a Close propagates

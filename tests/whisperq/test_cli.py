@@ -132,9 +132,9 @@ def test_up_serves_transcribes_and_stops_cleanly_even_started_in_the_background(
     start_up: Callable[..., Up], tmp_path: Path
 ) -> None:
     up = start_up(sigint_ignored=True)
-    up.output.wait_for("whisperq is up")
+    ready = up.output.wait_for("whisperq is up.*")
     assert "embedded redis-server" in up.output.text
-    assert f"http://127.0.0.1:{up.port}/docs" in up.output.lines[-1]
+    assert f"http://127.0.0.1:{up.port}/docs" in ready.group(0), "the line that says it is up gives the docs"
     with httpx.Client(base_url=up.url, timeout=30) as client:
         assert client.get("/docs").status_code == 200
         task_id = submit(client, JFK).json()["id"]
