@@ -194,11 +194,8 @@ def _speakers(ctx: WorkerContext, task: Task) -> stitch.Finishing:
 
     def label(transcript: Transcript, plan: list[Chunk], run: int) -> Transcript:
         chunks = [(chunk, ctx.stores.storage.chunk_path(task.id, chunk.index, run)) for chunk in plan]
-        turns = speaker_stage.start(ctx, task, partial(speaker_stage.chunk_pieces, chunks))
-        try:
+        with speaker_stage.begun(ctx, task, partial(speaker_stage.chunk_pieces, chunks)) as turns:
             return speaker_stage.label(ctx, task, transcript, turns, [run_fence(task.id, run)])
-        finally:
-            turns.stop()
 
     return label
 

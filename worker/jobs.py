@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
 
@@ -132,16 +133,10 @@ def _run(ctx: WorkerContext, task: Task) -> None:
             chunk_jobs.split(ctx, task, path)
         return
     started = time.perf_counter()
-    turns = None
-    if task.options.diarize:  # worked out beside the decode: they need only the audio
-        turns = speaker_stage.start(
-            ctx, task, partial(speaker_stage.media_pieces, path, ctx.settings.max_media_duration_s)
-        )
-    try:
+    read = partial(speaker_stage.media_pieces, path, ctx.settings.max_media_duration_s)
+    # A task's speaker turns are worked out beside its decode: they need only the audio.
+    with speaker_stage.begun(ctx, task, read) if task.options.diarize else nullcontext() as turns:
         transcript = _transcript(ctx, task, path, duration, turns)
-    finally:
-        if turns is not None:
-            turns.stop()
     processing = time.perf_counter() - started
     if ctx.lifecycle.complete(task, transcript, processing, fences(task)):
         log.info("task %s completed: %.1f s of audio", task.id, transcript.duration)

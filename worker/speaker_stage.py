@@ -15,6 +15,7 @@ import threading
 import time
 import wave
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -74,8 +75,7 @@ class Turns:
         self._done = threading.Event()
         self._turns: list[Turn] = []
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(work, read), name="speaker-turns", daemon=True)
-        self._thread.start()
+        threading.Thread(target=self._run, args=(work, read), name="speaker-turns", daemon=True).start()
 
     def result(self) -> list[Turn]:
         """The turns, once worked out (waiting in short steps, so a deadline can interrupt); the work's error, if
@@ -106,14 +106,20 @@ class Turns:
             yield piece
 
 
-def start(ctx: WorkerContext, task: Task, read: Reader) -> Turns:
-    """The task's speaker turns, begun now; `read` is called once, or twice where more than one speaker is found."""
+@contextmanager
+def begun(ctx: WorkerContext, task: Task, read: Reader) -> Iterator[Turns]:
+    """The task's speaker turns, begun now and stopped when the block ends; `read` is called once, or twice where
+    more than one speaker is found."""
     options = task.options
 
     def work(pieces: Reader) -> list[Turn]:
         return diarizer(ctx.engine).turns_of(pieces, options.num_speakers, options.min_speakers, options.max_speakers)
 
-    return Turns(work, read)
+    turns = Turns(work, read)
+    try:
+        yield turns
+    finally:
+        turns.stop()
 
 
 def label(ctx: WorkerContext, task: Task, transcript: Transcript, turns: Turns, fences: Sequence[Fence]) -> Transcript:
