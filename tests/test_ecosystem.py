@@ -155,7 +155,8 @@ def test_metrics_parse_and_count_the_fleet(live: httpx.Client) -> None:
     task_id = submit(live, JFK).json()["id"]
     wait_for(lambda: live.get(f"/v1/tasks/{task_id}").json()["status"] == "completed")
     submit(live, JFK, model="base", priority="low", callback_url="http://127.0.0.1:9/hook")
-    response = live.get("/metrics")
+    # The worker counts a completion just after it records it; a scrape a moment later finds it.
+    response = wait_for(lambda: got if "processing_seconds_count" in (got := live.get("/metrics")).text else None)
     assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
     families = {family.name: family for family in text_string_to_metric_families(response.text)}
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families.values() for s in f.samples}

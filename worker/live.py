@@ -200,6 +200,7 @@ class LiveServer:
         return send
 
     def _send(self, session_id: str, kind: str, **data: Any) -> None:
-        emit(self.redis, session_id, kind, **data)
+        # Counted before it is sent: a client told of a final transcript finds it in /metrics.
         if kind == Event.COMPLETED:
             metrics.observe(self.redis, "live_final_latency_seconds", self.engine.name, data["latency_s"])
+        emit(self.redis, session_id, kind, **data)
