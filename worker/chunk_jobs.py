@@ -42,7 +42,10 @@ def split(ctx: WorkerContext, task: Task, path: Path) -> None:
     if not recorded:
         ctx.stores.storage.remove_chunks(task.id, task.run)
         raise TaskCancelled(f"task {task.id} was cancelled, deleted or given to another worker while being split")
-    _queue_more(ctx, task, len(chunks))
+    if chunks:
+        _queue_more(ctx, task, len(chunks))
+    else:  # no speech anywhere: the result, empty, is complete now
+        _stitch(ctx, ctx.stores.tasks.get(task.id))
     duration = fields["duration"]
     log.info("task %s split into %d chunks of %.1f s of audio in all, in %s", task.id, len(chunks), duration, language)
 
@@ -61,7 +64,8 @@ def _cut(ctx: WorkerContext, task: Task, path: Path) -> tuple[list[Chunk], dict[
         chunks = spooling.write_chunks(spooled, plan, lambda index: ctx.stores.storage.chunk_path(task.id, index, run))
         language, probability = task.options.single_language, 1.0
         if language is None:
-            first = np.concatenate([spooled.read(a, b) for a, b in chunks[0].spans])
+            spans = chunks[0].spans if chunks else [(0.0, windows.WINDOW_S)]  # no speech: the language of its start
+            first = np.concatenate([spooled.read(a, b) for a, b in spans])
             language, probability = engine.detect_language(ctx.engine, first, task.options.allowed_languages)
     finally:
         raw.unlink(missing_ok=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 from collections.abc import Iterator, Sequence
@@ -141,14 +142,16 @@ def squeezed_plan(
 ) -> list[list[Span]]:
     """Chunks as `plan` cuts them, on the file with every pause longer than `pause_s` shortened to it (its middle
     left out): each chunk is the stretches of the original timeline its audio is made of, at most `target_s` of
-    audio in all, so a window holds speech rather than silence. `pause_s` 0: the chunks of `plan`, whole."""
+    audio in all, so a window holds speech rather than silence. `pause_s` 0: the chunks of `plan`, whole. No
+    speech, no chunks: there is nothing to decode."""
+    if not speech:
+        return []
     if pause_s <= 0:
         return [[chunk] for chunk in plan(speech, duration, target_s, scores)]
-    kept = _kept(speech, duration, pause_s)
-    starts = list(itertools.accumulate((end - start for start, end in kept), initial=0.0))
-    inward = [(_inward(kept, starts, a), _inward(kept, starts, b)) for a, b in speech]
-    frames = None if scores is None else _kept_frames(scores, kept)
-    return [_outward(kept, starts, a, b) for a, b in plan(inward, starts[-1], target_s, frames)]
+    kept = _Kept(_kept(speech, duration, pause_s))
+    inward = [(kept.inward(a), kept.inward(b)) for a, b in speech]
+    frames = None if scores is None else _kept_frames(scores, kept.spans)
+    return [kept.outward(a, b) for a, b in plan(inward, kept.starts[-1], target_s, frames)]
 
 
 def _kept(speech: Sequence[Span], duration: float, pause_s: float) -> list[Span]:
@@ -168,22 +171,33 @@ def _kept(speech: Sequence[Span], duration: float, pause_s: float) -> list[Span]
     return kept
 
 
-def _inward(kept: Sequence[Span], starts: Sequence[float], t: float) -> float:
-    """A time on the original timeline on the shortened one (a time in a left-out middle: where it was cut)."""
-    for (a, b), at in zip(kept, starts, strict=False):
-        if t <= b:
-            return at + max(0.0, t - a)
-    return starts[-1]
+class _Kept:
+    """The kept stretches of the original timeline, joined into the shortened one; times mapped either way by
+    bisection, so a four-hour file's thousands of pauses cost no more per time than a few."""
 
+    def __init__(self, spans: Sequence[Span]) -> None:
+        self.spans = spans
+        self.starts = list(itertools.accumulate((end - start for start, end in spans), initial=0.0))
+        self.ends = [end for _, end in spans]
 
-def _outward(kept: Sequence[Span], starts: Sequence[float], low: float, high: float) -> list[Span]:
-    """The stretches of the original timeline that [low, high] of the shortened one is made of."""
-    spans = []
-    for (a, b), at in zip(kept, starts, strict=False):
-        first, last = round(a + max(low, at) - at, 3), round(a + min(high, at + b - a) - at, 3)
-        if last > first:
-            spans.append((first, last))
-    return spans
+    def inward(self, t: float) -> float:
+        """A time on the original timeline on the shortened one (a time in a left-out middle: where it was cut)."""
+        index = bisect.bisect_left(self.ends, t)
+        if index == len(self.spans):
+            return self.starts[-1]
+        return self.starts[index] + max(0.0, t - self.spans[index][0])
+
+    def outward(self, low: float, high: float) -> list[Span]:
+        """The stretches of the original timeline that [low, high] of the shortened one is made of."""
+        first_index = max(0, bisect.bisect_right(self.starts, low) - 2)
+        last_index = min(len(self.spans), bisect.bisect_left(self.starts, high) + 1)
+        spans = []
+        for index in range(first_index, last_index):
+            (a, b), at = self.spans[index], self.starts[index]
+            first, last = round(a + max(low, at) - at, 3), round(a + min(high, at + b - a) - at, 3)
+            if last > first:
+                spans.append((first, last))
+        return spans
 
 
 def _kept_frames(scores: Any, kept: Sequence[Span]) -> Any:

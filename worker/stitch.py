@@ -118,7 +118,8 @@ def finish(
     if split is None or split.finished < len(split.chunks):
         return None
     plan = [state.chunk for state in split.chunks]
-    duration = task.duration or plan[-1].end  # the last chunk may end before the file does, in a pause left out
+    # The last chunk may end before the file does, in a pause left out; a file with no speech has no chunks.
+    duration = task.duration or (plan[-1].end if plan else 0.0)
     parts = chunks.segments(task.id, plan)
     transcript: Transcript | RenderedTranscript
     if then is None:
