@@ -311,23 +311,25 @@ def test_a_long_file_is_split_fanned_out_and_stitched_seamlessly(
     assert list(settings.uploads.iterdir()) == [], "the upload and the chunk audio are gone"
 
 
-def test_a_long_recording_without_speech_completes_empty(
-    long_api: httpx.Client, start_worker: StartWorker, settings: Settings, tmp_path: Path
+@pytest.mark.parametrize("seconds", [70, 20], ids=["split", "whole"])
+def test_a_recording_without_speech_completes_empty(
+    long_api: httpx.Client, start_worker: StartWorker, settings: Settings, tmp_path: Path, seconds: int
 ) -> None:
     import numpy as np
     import soundfile
 
-    quiet = tmp_path / "room_tone.flac"  # 70 s of a faint noise floor, long enough to be split, with no speech
-    soundfile.write(quiet, np.random.default_rng(7).normal(0, 0.001, 70 * 16000).astype(np.float32), 16000)
+    quiet = tmp_path / "room_tone.flac"  # a faint noise floor, long enough to be split or not, with no speech
+    soundfile.write(quiet, np.random.default_rng(7).normal(0, 0.001, seconds * 16000).astype(np.float32), 16000)
     task_id = submit(long_api, quiet, diarize="true").json()["id"]
     worker = start_worker(burst=False, **SPLIT)
     done = finished(long_api, task_id, timeout_s=180)
     worker.send_signal(signal.SIGTERM)
     assert done["status"] == "completed", done["error"]
-    assert done["chunks"] == done["chunks_done"] == 0 and done["chunk_spans"] == [] and done["progress"] == 1.0
     result = done["result"]
-    assert result["text"] == "" and result["segments"] == [] and result["speakers"] == []
-    assert result["duration"] == pytest.approx(70.0, abs=0.01)
+    if seconds > SPLIT["split_after_s"]:  # (unsplit, the speaker stage's more sensitive VAD may hear a moment)
+        assert done["chunks"] == done["chunks_done"] == 0 and done["chunk_spans"] == [] and result["speakers"] == []
+    assert done["progress"] == 1.0 and result["text"] == "" and result["segments"] == []
+    assert result["duration"] == pytest.approx(seconds, abs=0.01)
     assert long_api.get(f"/v1/tasks/{task_id}/result", params={"format": "srt"}).text == ""
     assert worker.wait(timeout=30) == 0
     assert list(settings.uploads.iterdir()) == [], "the upload and the spooled audio are gone"
