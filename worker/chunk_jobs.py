@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 
 
 def split(ctx: WorkerContext, task: Task, path: Path) -> None:
-    """Cut the audio at silences, fix the language on the first chunk, record the plan, queue the first chunks.
+    """Cut the audio at silences, fix the language on the first chunk, record the plan, queue the first chunks (or,
+    where there is no speech to decode, complete the task with an empty result).
 
     The chunk audio goes in a folder of this run (`task.run`). Until the task has recorded the plan, that audio is
     this run's alone, so on any failure before then (a time limit, a full disk, a failed language detection, a
