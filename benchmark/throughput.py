@@ -195,10 +195,13 @@ def cut_chunks(folder: Path) -> list[Path]:
     from worker import spooling
 
     settings = Settings()
-    spooled = spooling.spool(LONG, settings.max_media_duration_s, folder / "audio.raw")
-    plan = spooling.plan(spooled, settings.chunk_target_s, settings.chunk_pause_s)
-    chunks = spooling.write_chunks(spooled, plan, lambda index: folder / f"{index}.wav")
-    return [folder / f"{chunk.index}.wav" for chunk in chunks]
+    raw, paths = folder / "audio.raw", list[Path]()
+    for spooled, plan in spooling.cut(
+        LONG, settings.max_media_duration_s, raw, settings.chunk_target_s, settings.chunk_pause_s
+    ):
+        chunks = spooling.write_chunks(spooled, plan, lambda index: folder / f"{index}.wav", first=len(paths))
+        paths += [folder / f"{chunk.index}.wav" for chunk in chunks]
+    return paths
 
 
 def decoded_in(context: Any, model: str, paths: list[str], processes: int) -> float:

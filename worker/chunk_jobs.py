@@ -6,7 +6,6 @@ import logging
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -24,60 +23,94 @@ log = logging.getLogger(__name__)
 
 
 def split(ctx: WorkerContext, task: Task, path: Path) -> None:
-    """Cut the audio at silences, fix the language on the first chunk, record the plan, queue the first chunks (or,
-    where there is no speech to decode, complete the task with an empty result).
+    """Cut the audio at silences as it is decoded, queueing each chunk once its cut is settled, so chunks are
+    decoded while the split goes on; the language is fixed on the first chunk. Where there is no speech to decode,
+    the task completes with an empty result.
 
-    The chunk audio goes in a folder of this run (`task.run`). Until the task has recorded the plan, that audio is
-    this run's alone, so on any failure before then (a time limit, a full disk, a failed language detection, a
-    cold stop, Redis away) the run removes it itself: nothing else would, and a newer run has its own folder.
+    The chunk audio goes in a folder of this run (`task.run`). Until the plan is opened, that audio is this run's
+    alone, so on any failure before then (a time limit, a full disk, a failed language detection, a cold stop, Redis
+    away) the run removes it itself; so it does once the plan no longer holds (the task ended or went to another
+    run). Otherwise other workers may be reading it: it goes when the task ends, as every run's chunks do.
     """
     assert task.run is not None
+    cutting = _Cutting(ctx, task)
+    raw = ctx.stores.storage.chunk_path(task.id, 0, task.run).with_name("audio.raw")
+    settings = ctx.settings
     try:
-        chunks, fields = _cut(ctx, task, path)
-        language, probability = fields["language"], fields["language_probability"]
-        recorded = ctx.stores.chunks.create(task.id, chunks, language, probability, task.run)
-        recorded = recorded and ctx.stores.tasks.update(task.id, [run_fence(task.id, task.run)], **fields)
-    except BaseException:
-        ctx.stores.storage.remove_chunks(task.id, task.run)
+        try:
+            for spooled, plan in spooling.cut(
+                path, settings.max_media_duration_s, raw, settings.chunk_target_s, settings.chunk_pause_s
+            ):
+                cutting.add(spooled, plan)
+            cutting.close(spooled)
+        finally:
+            raw.unlink(missing_ok=True)
+    except BaseException as exc:
+        if not cutting.opened or isinstance(exc, TaskCancelled):
+            ctx.stores.storage.remove_chunks(task.id, task.run)
         raise
-    if not recorded:
-        ctx.stores.storage.remove_chunks(task.id, task.run)
-        raise TaskCancelled(f"task {task.id} was cancelled, deleted or given to another worker while being split")
-    if chunks:
-        _queue_more(ctx, task, len(chunks))
-    else:  # no speech anywhere: the result, empty, is complete now
+    if cutting.complete:  # every chunk was done before the close, or there were none: the result is complete now
         _stitch(ctx, ctx.stores.tasks.get(task.id))
-    duration = fields["duration"]
-    log.info("task %s split into %d chunks of %.1f s of audio in all, in %s", task.id, len(chunks), duration, language)
+    log.info("task %s split into %d chunks of %.1f s of audio in all", task.id, len(cutting.chunks), spooled.duration)
 
 
-def _cut(ctx: WorkerContext, task: Task, path: Path) -> tuple[list[Chunk], dict[str, Any]]:
-    """The chunks, written to the volume, and the task's fields that describe them.
+class _Cutting:
+    """One run's split of a task as it goes: the chunks cut so far, recorded in the plan and queued as they come."""
 
-    The audio is decoded onto the volume as a stream and cut from there, so this worker's memory stays flat.
-    """
-    assert task.run is not None
-    run = task.run
-    raw = ctx.stores.storage.chunk_path(task.id, 0, run).with_name("audio.raw")
-    try:
-        spooled = spooling.spool(path, ctx.settings.max_media_duration_s, raw)
-        plan = spooling.plan(spooled, ctx.settings.chunk_target_s, ctx.settings.chunk_pause_s)
-        chunks = spooling.write_chunks(spooled, plan, lambda index: ctx.stores.storage.chunk_path(task.id, index, run))
-        language, probability = task.options.single_language, 1.0
-        if language is None:
-            spans = chunks[0].spans if chunks else [(0.0, windows.WINDOW_S)]  # no speech: the language of its start
-            first = np.concatenate([spooled.read(a, b) for a, b in spans])
-            language, probability = engine.detect_language(ctx.engine, first, task.options.allowed_languages)
-    finally:
-        raw.unlink(missing_ok=True)
-    fields = {
-        "duration": spooled.duration,
-        "language": language,
-        "language_probability": probability,
-        "chunks": len(chunks),
-        "chunk_spans": [[chunk.start, chunk.end] for chunk in chunks],
-    }
-    return chunks, fields
+    def __init__(self, ctx: WorkerContext, task: Task) -> None:
+        assert task.run is not None
+        self.ctx, self.task, self.run = ctx, task, task.run
+        self.chunks: list[Chunk] = []
+        self.opened = False
+        self.complete = False
+
+    def add(self, spooled: spooling.Spooled, plan: spooling.Plan) -> None:
+        """Write the chunks of `plan` (the next settled ones), record them (opening the plan with the first) and
+        queue as many as the fleet decodes at once."""
+        stores, task = self.ctx.stores, self.task
+        chunks = spooling.write_chunks(spooled, plan, self._path, first=len(self.chunks))
+        if self.opened:
+            recorded = stores.chunks.append(task.id, chunks, self.run)
+        else:
+            language, probability = self._language(spooled, chunks)
+            fields = {"language": language, "language_probability": probability}
+            recorded = stores.chunks.create(task.id, chunks, language, probability, self.run)
+            self.opened = recorded
+            recorded = recorded and stores.tasks.update(task.id, [run_fence(task.id, self.run)], **fields)
+        if not recorded:
+            raise TaskCancelled(f"task {task.id} was cancelled, deleted or given to another worker while being split")
+        self.chunks += chunks
+        if chunks:
+            _queue_more(self.ctx, task)
+
+    def close(self, spooled: spooling.Spooled) -> None:
+        """The last chunks are recorded: say what the file holds on the task, then close the plan."""
+        if not self.opened:  # no chunk was settled before the end (a short file, or no speech)
+            self.add(spooled, [])
+        stores, task = self.ctx.stores, self.task
+        fields = {
+            "duration": spooled.duration,
+            "chunks": len(self.chunks),
+            "chunk_spans": [[chunk.start, chunk.end] for chunk in self.chunks],
+        }
+        # The task says it is split before the plan closes: a split task's chunks are the janitor's to recover, and
+        # an open plan whose split is lost takes the task back to its queue.
+        fenced = stores.tasks.update(task.id, [run_fence(task.id, self.run)], **fields)
+        complete = fenced and stores.chunks.close(task.id, self.run, spooled.duration)
+        if complete is None or not fenced:
+            raise TaskCancelled(f"task {task.id} was cancelled, deleted or given to another worker while being split")
+        self.complete = complete
+
+    def _path(self, index: int) -> Path:
+        return self.ctx.stores.storage.chunk_path(self.task.id, index, self.run)
+
+    def _language(self, spooled: spooling.Spooled, chunks: list[Chunk]) -> tuple[str, float]:
+        """The task's language, or the one detected on the first chunk (with no chunk: on the file's start)."""
+        if self.task.options.single_language is not None:
+            return self.task.options.single_language, 1.0
+        spans = chunks[0].spans if chunks else [(0.0, windows.WINDOW_S)]
+        first = np.concatenate([spooled.read(a, b) for a, b in spans])
+        return engine.detect_language(self.ctx.engine, first, self.task.options.allowed_languages)
 
 
 def transcribe_chunk(task_id: str, index: int) -> None:
@@ -157,32 +190,32 @@ def _fail(ctx: WorkerContext, run: ChunkRun, exc: Exception) -> None:
 
 def _finish(ctx: WorkerContext, run: ChunkRun, decoded: list[Segment]) -> None:
     """Stream the chunk's segments, store them, then queue the task's next chunks or stitch it."""
-    task, chunk, count = run.task, run.chunk, len(run.split.chunks)
+    task, chunk = run.task, run.chunk
     for segment in decoded:
         _chunk_progress(ctx, run, segment)
     segments = [stitch.shift(segment, chunk) for segment in decoded]
-    done = ctx.stores.chunks.finish(task.id, run.index, run.attempt, segments, chunk.duration)
-    if done is None:
+    last = ctx.stores.chunks.finish(task.id, run.index, run.attempt, segments, chunk.duration)
+    if last is None:
         log.warning("task %s: chunk %d discarded, it was taken from this worker meanwhile", task.id, run.index)
         return
-    log.info("task %s: chunk %d of %d done", task.id, run.index + 1, count)
-    if done == count:
+    log.info("task %s: chunk %d done", task.id, run.index + 1)
+    if last:
         _stitch(ctx, task)
     else:
-        _queue_more(ctx, task, count)
+        _queue_more(ctx, task)
 
 
-def _queue_more(ctx: WorkerContext, task: Task, count: int) -> None:
+def _queue_more(ctx: WorkerContext, task: Task) -> None:
     """Queue the next pending chunks, keeping as many queued or in hand as the model's workers decode at once."""
     want = fleet.window_slots(ctx.redis, task.model)
-    queues.enqueue_chunks(ctx.redis, task, ctx.stores.chunks.take(task.id, count, want), ctx.settings.task_ttl_s)
+    queues.enqueue_chunks(ctx.redis, task, ctx.stores.chunks.take(task.id, want), ctx.settings.task_ttl_s)
 
 
 def _chunk_progress(ctx: WorkerContext, run: ChunkRun, segment: Segment) -> None:
     """Record seconds done in this chunk and the share done over all chunks; stream the segment on the timeline."""
     task, chunk = run.task, run.chunk
     seconds = chunk.place(segment.end) - chunk.start
-    total = ctx.stores.chunks.progress(task.id, run.index, run.attempt, seconds, len(run.split.chunks))
+    total = ctx.stores.chunks.progress(task.id, run.index, run.attempt, seconds)
     if total is None and ctx.stores.tasks.active(task.id):
         raise ChunkTaken(f"chunk {chunk.index} of task {task.id} was given to another worker")
     duration = task.duration or 0.0

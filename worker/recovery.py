@@ -97,8 +97,13 @@ class Janitor:
             state = split.chunks[int(index)] if split and int(index) < len(split.chunks) else None
             if state and state.state is ChunkStatus.PROCESSING and state.worker == worker:
                 self._requeue_chunk(task, int(index), state.attempts)
-        elif task.chunks is None and task.worker == worker:  # once split, the task's chunks stand on their own
+        elif task.worker == worker and not self._split_closed(task):  # once split, its chunks stand on their own
             self.recover(task)
+
+    def _split_closed(self, task: Task) -> bool:
+        """True once the task's split has cut its last chunk (its plan closed)."""
+        split = self.chunks.load(task.id) if task.chunks is not None else None
+        return split is not None and split.duration is not None
 
     def recover(self, task: Task) -> bool:
         """Put a task whose run `task.run` was lost back on its queue, or fail it once it has used its attempts."""
@@ -150,15 +155,18 @@ class Janitor:
         return [task.id] if stitch.finish(task, self.chunks, self.lifecycle) else []
 
     def _sweep_split(self, task: Task, seen: _Sighting) -> list[str]:
-        """Lost chunk runs go back on the queue; chunk jobs lost twice running are queued again."""
+        """Lost chunk runs go back on the queue; chunk jobs lost twice running are queued again. While the plan is
+        open, the task is its split's: if that is lost, the task goes back on its queue whole."""
         split = self.chunks.load(task.id)
         if split is None:
             return []
-        if split.finished == len(split.chunks):
+        if split.duration is None:  # the plan is still open: the split's own job holds the task until it closes
+            return [task.id] if self._lost(task.id, task.worker, seen) and self.recover(task) else []
+        if split.complete:
             return self._stitch_orphan(task, split, seen)
         recovered: list[str] = []
         want = fleet.window_slots(self.redis, task.model)  # workers may have come or gone since the split
-        queued = self.chunks.take(task.id, len(split.chunks), want)
+        queued = self.chunks.take(task.id, want)
         queues.enqueue_chunks(self.redis, task, queued, self.settings.task_ttl_s)
         for state in split.chunks:
             index = state.chunk.index

@@ -5,7 +5,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -121,37 +121,72 @@ def plan(speech: Sequence[Span], duration: float, target_s: float, scores: Any =
     (the likeliest ends of sentences), else in the widest pause past its first eighth; with none, at the quietest
     frame of its last two seconds by the VAD's `scores` (32-ms frames), or at its reach without them.
     """
+    return [(start, end) for start, end, _ in _reaching(speech, duration, target_s, _on_timeline(scores))]
+
+
+# Where in [low, high] the quietest frame lies, or None: on the timeline a plan is made on.
+Quietest = Callable[[float, float], float | None]
+
+
+def _on_timeline(scores: Any) -> Quietest:
+    return lambda low, high: _quietest(scores, [(low, high)])
+
+
+def _reaching(
+    speech: Sequence[Span], duration: float, target_s: float, quietest: Quietest, start: float = 0.0
+) -> list[tuple[float, float, float]]:
+    """`plan`'s chunks from `start` on, each with its reach: how far its cut looked (infinite for the last, which
+    ends the file)."""
     quiet = silences(speech, duration)
-    chunks, start = [], 0.0
+    chunks = []
     while duration - start > target_s:
         high = start + target_s
         cut = (
             _cut_in(quiet, start + target_s * _FULL, high)
             or _cut_in(quiet, start + target_s * _SHORTEST, high)
             or _cut_in(quiet, start + target_s * _SHORTEST / 4, high)
-            or _quietest(scores, high - _FORCED_REACH_S, high)
+            or quietest(high - _FORCED_REACH_S, high)
+            or high
         )
-        chunks.append((start, cut))
+        chunks.append((start, cut, high))
         start = cut
-    chunks.append((start, duration))
+    chunks.append((start, duration, math.inf))
     return chunks
 
 
 def squeezed_plan(
-    speech: Sequence[Span], duration: float, target_s: float, pause_s: float, scores: Any = None
+    speech: Sequence[Span],
+    duration: float,
+    target_s: float,
+    pause_s: float,
+    scores: Any = None,
+    settled_s: float = math.inf,
+    start_s: float = 0.0,
 ) -> list[list[Span]]:
     """Chunks as `plan` cuts them, on the file with every pause longer than `pause_s` shortened to it (its middle
     left out): each chunk is the stretches of the original timeline its audio is made of, at most `target_s` of
     audio in all, so a window holds speech rather than silence. `pause_s` 0: the chunks of `plan`, whole. No
-    speech, no chunks: there is nothing to decode."""
+    speech, no chunks: there is nothing to decode.
+
+    `settled_s`: how much of the file is known for good, when the rest is still to come: only the chunks whose cut
+    looked no further are given (never the last), as they will be once the whole file is known. `start_s`: where
+    the first chunk begins, a cut made earlier (the chunks before it given already).
+    """
     if not speech:
         return []
     if pause_s <= 0:
-        return [[chunk] for chunk in plan(speech, duration, target_s, scores)]
+        chunks = _reaching(speech, duration, target_s, _on_timeline(scores), start_s)
+        return [[(start, end)] for start, end, reach in chunks if reach <= settled_s]
     kept = _Kept(_kept(speech, duration, pause_s))
     inward = [(kept.inward(a), kept.inward(b)) for a, b in speech]
-    frames = None if scores is None else _kept_frames(scores, kept.spans)
-    return [kept.outward(a, b) for a, b in plan(inward, kept.starts[-1], target_s, frames)]
+    settled = kept.inward(settled_s) if settled_s < duration else math.inf
+
+    def quietest(low: float, high: float) -> float | None:  # the frames are the original timeline's
+        found = _quietest(scores, kept.outward(low, high, exact=True))
+        return None if found is None else kept.inward(found)
+
+    chunks = _reaching(inward, kept.starts[-1], target_s, quietest, kept.inward(start_s))
+    return [kept.outward(start, end) for start, end, reach in chunks if reach <= settled]
 
 
 def _kept(speech: Sequence[Span], duration: float, pause_s: float) -> list[Span]:
@@ -187,35 +222,34 @@ class _Kept:
             return self.starts[-1]
         return self.starts[index] + max(0.0, t - self.spans[index][0])
 
-    def outward(self, low: float, high: float) -> list[Span]:
-        """The stretches of the original timeline that [low, high] of the shortened one is made of."""
+    def outward(self, low: float, high: float, exact: bool = False) -> list[Span]:
+        """The stretches of the original timeline that [low, high] of the shortened one is made of (to the
+        millisecond, unless `exact`)."""
         first_index = max(0, bisect.bisect_right(self.starts, low) - 2)
         last_index = min(len(self.spans), bisect.bisect_left(self.starts, high) + 1)
         spans = []
         for index in range(first_index, last_index):
             (a, b), at = self.spans[index], self.starts[index]
-            first, last = round(a + max(low, at) - at, 3), round(a + min(high, at + b - a) - at, 3)
+            first, last = a + max(low, at) - at, a + min(high, at + b - a) - at
+            if not exact:
+                first, last = round(first, 3), round(last, 3)
             if last > first:
                 spans.append((first, last))
         return spans
 
 
-def _kept_frames(scores: Any, kept: Sequence[Span]) -> Any:
-    """The VAD's 32-ms frame scores of the kept stretches, joined as their audio is."""
-    import numpy as np
-
-    frame_s = 512 / SAMPLE_RATE
-    return np.concatenate([scores[round(a / frame_s) : round(b / frame_s)] for a, b in kept])
-
-
-def _quietest(scores: Any, low: float, high: float) -> float:
-    """The middle of the frame in [low, high] least likely to be speech; `high` without scores."""
-    frame_s = 512 / SAMPLE_RATE
-    first, last = max(0, math.ceil(low / frame_s)), math.floor(high / frame_s) - 1
-    if scores is None or last < first or last >= len(scores):
-        return high
-    index = min(range(first, last + 1), key=lambda i: scores[i])
-    return (index + 0.5) * frame_s
+def _quietest(scores: Any, spans: Sequence[Span]) -> float | None:
+    """The middle of the frame least likely to be speech (the first of equals) among the 32-ms frames that lie
+    wholly in `spans`, on the original timeline; None without scores or such a frame."""
+    if scores is None:
+        return None
+    frame_s, best = 512 / SAMPLE_RATE, None
+    for low, high in spans:
+        first, last = max(0, math.ceil(low / frame_s - 1e-6)), min(math.floor(high / frame_s + 1e-6), len(scores))
+        for index in range(first, last):
+            if best is None or scores[index] < scores[best]:
+                best = index
+    return None if best is None else (best + 0.5) * frame_s
 
 
 def _cut_in(quiet: Sequence[Span], low: float, high: float) -> float | None:
@@ -223,5 +257,5 @@ def _cut_in(quiet: Sequence[Span], low: float, high: float) -> float | None:
     clipped = [(max(a, low), min(b, high)) for a, b in quiet if b > low and a < high]
     if not clipped:
         return None
-    a, b = max(clipped, key=lambda span: (span[1] - span[0], span[0]))
+    a, b = max(clipped, key=lambda span: (round(span[1] - span[0], 3), span[0]))  # the later of pauses alike
     return (a + b) / 2

@@ -8,8 +8,10 @@ block and one score per 32-ms frame (225,000 floats for two hours).
 
 from __future__ import annotations
 
+import bisect
+import math
 import wave
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,9 @@ from worker import splitting
 from worker.streaming import FRAME, SpeechFrames
 
 RATE = splitting.SAMPLE_RATE
+
+# A plan: each chunk as the stretches of the original timeline its audio is made of.
+Plan = list[list[splitting.Span]]
 
 # As splitting.speech_spans asks of faster-whisper's Silero VAD: pauses of 0.15 s count, speech padded by 30 ms.
 _THRESHOLD = 0.5
@@ -60,40 +65,77 @@ class Spooled:
 
 
 def spool(media: Path, max_s: float, raw: Path) -> Spooled:
-    """Decode the media into `raw` block by block, scoring speech on the way."""
-    frames = SpeechFrames()
-    scores, samples = [], 0
+    """Decode the media into `raw` block by block, scoring every frame on the way (the whole file's scores)."""
+    counted = list(_scored(media, max_s, raw))
+    return Spooled(raw, counted[-1][0], np.concatenate([scores for _, scores in counted]))
+
+
+def cut(media: Path, max_s: float, raw: Path, target_s: float, pause_s: float) -> Iterator[tuple[Spooled, Plan]]:
+    """Decode the media into `raw` block by block, scoring speech on the way; after each block, the chunks of the
+    plan whose cuts are settled (at the end, the rest), to be read from `raw` while the decode goes on."""
+    cutter, samples = Cutter(target_s, pause_s), 0
+    for samples, block_scores in _scored(media, max_s, raw):
+        settled = cutter.feed(block_scores)
+        if settled:
+            yield Spooled(raw, samples, np.zeros(0, np.float32)), settled
+    yield Spooled(raw, samples, np.zeros(0, np.float32)), cutter.finish(samples)
+
+
+def _scored(media: Path, max_s: float, raw: Path) -> Iterator[tuple[int, np.ndarray]]:
+    """Each decoded block appended to `raw` (flushed, so it can be read at once): the samples so far, and the
+    scores of the frames it completed. The last scores are those of the final frame, padded."""
+    frames, samples = SpeechFrames(), 0
     raw.parent.mkdir(parents=True, exist_ok=True)
     with raw.open("wb") as out:
         for block in splitting.pcm_blocks(media, max_s):
             out.write(block.astype("<i2").tobytes())
+            out.flush()
             samples += len(block)
-            scores.append(frames.feed(block.astype(np.float32) / 32768.0))
+            yield samples, frames.feed(block.astype(np.float32) / 32768.0)
     # faster-whisper pads the audio with zeros to the next whole frame, and by a whole frame when none is partial.
-    scores.append(frames.feed(np.zeros(FRAME - samples % FRAME, np.float32)))
-    return Spooled(raw, samples, np.concatenate(scores) if scores else np.zeros(0, np.float32))
+    yield samples, frames.feed(np.zeros(FRAME - samples % FRAME, np.float32))
 
 
 def speech_spans(scores: Any, samples: int) -> list[splitting.Span]:
     """Where the scores say there is speech, in seconds: faster-whisper's get_speech_timestamps rules, as used
     by splitting.speech_spans (no shortest speech, no longest), on scores computed elsewhere."""
-    spans: list[list[int]] = []
-    start, silence_from = None, 0
-    for index, score in enumerate(scores):
-        at = FRAME * index
-        if score >= _THRESHOLD:
-            silence_from = 0
-            if start is None:
-                start = at
-            continue
-        if start is not None and score < _NEG_THRESHOLD:
-            silence_from = silence_from or at
-            if at - silence_from >= _MIN_SILENCE:
-                spans.append([start, silence_from])
-                start, silence_from = None, 0
-    if start is not None:
-        spans.append([start, samples])
-    return [(a / RATE, b / RATE) for a, b in _padded(spans, samples)]
+    spans = _Spans()
+    spans.feed(scores)
+    return [(a / RATE, b / RATE) for a, b in _padded(spans.found(samples), samples)]
+
+
+class _Spans:
+    """The speech spans (in samples, unpadded) of scores fed as they come: those closed, and the one still open."""
+
+    def __init__(self) -> None:
+        self.closed: list[list[int]] = []
+        self.frames = 0
+        self._start: int | None = None
+        self._silence_from = 0
+
+    def feed(self, scores: Any) -> None:
+        for score in scores:
+            at = FRAME * self.frames
+            self.frames += 1
+            if score >= _THRESHOLD:
+                self._silence_from = 0
+                if self._start is None:
+                    self._start = at
+                continue
+            if self._start is not None and score < _NEG_THRESHOLD:
+                self._silence_from = self._silence_from or at
+                if at - self._silence_from >= _MIN_SILENCE:
+                    self.closed.append([self._start, self._silence_from])
+                    self._start, self._silence_from = None, 0
+
+    def found(self, samples: int, first: int = 0) -> list[list[int]]:
+        """Copies of the spans from the `first` closed one on, with the open one ending at `samples`."""
+        spans = [list(span) for span in self.closed[first:]]
+        return spans + ([[self._start, samples]] if self._start is not None else [])
+
+    def drop(self, count: int) -> None:
+        """Forget the first `count` closed spans."""
+        del self.closed[:count]
 
 
 def _padded(spans: list[list[int]], samples: int) -> list[list[int]]:
@@ -115,19 +157,65 @@ def _padded(spans: list[list[int]], samples: int) -> list[list[int]]:
     return spans
 
 
-def plan(spooled: Spooled, target_s: float, pause_s: float) -> list[list[splitting.Span]]:
-    """The chunks to cut from a spooled file, as `splitting.squeezed_plan` places them on its speech."""
-    speech = speech_spans(spooled.scores, spooled.samples)
-    return splitting.squeezed_plan(speech, spooled.duration, target_s, pause_s, spooled.scores)
+class Cutter:
+    """The chunks of `splitting.squeezed_plan`, cut as the scores of the audio come: each once no audio still to come
+    can move its cut, so it can be decoded while the rest of the file is read. The plan goes on from the last cut
+    over the audio since the speech it fell in or after (the pause the cut lies in is shortened as the whole file's
+    would be); only the scores and spans from there on are kept."""
+
+    # The end of speech still open when the scores stop may yet fall this far back (a pause of 0.15 s closes it).
+    _OPEN_S = 0.5
+
+    def __init__(self, target_s: float, pause_s: float) -> None:
+        self.target_s, self.pause_s = target_s, pause_s
+        self._spans = _Spans()
+        self._scores = np.zeros(0, np.float32)
+        self._origin = 0  # the frame the kept scores start at: the timeline the plan goes on over starts there
+        self._cut = 0.0  # where the next chunk begins, in seconds
+
+    def feed(self, scores: np.ndarray) -> Plan:
+        """Take the scores of the next frames; the chunks now settled, in order (often none)."""
+        self._spans.feed(scores)
+        self._scores = np.concatenate([self._scores, scores])
+        return self._take(self._spans.frames * FRAME, final=False)
+
+    def finish(self, samples: int) -> Plan:
+        """The rest of the chunks, the file having `samples` samples in all."""
+        return self._take(samples, final=True)
+
+    def _take(self, samples: int, final: bool) -> Plan:
+        origin = self._origin * FRAME / RATE
+        speech = [(a / RATE - origin, b / RATE - origin) for a, b in _padded(self._spans.found(samples), samples)]
+        known = samples / RATE - origin
+        settled = math.inf if final else min(known - self._OPEN_S, speech[-1][1] if speech else known)
+        chunks = splitting.squeezed_plan(
+            speech, known, self.target_s, self.pause_s, self._scores, settled, self._cut - origin
+        )
+        placed = [[(round(a + origin, 3), round(b + origin, 3)) for a, b in chunk] for chunk in chunks]
+        if placed and not final:
+            self._move_to(placed[-1][-1][1])
+        return placed
+
+    def _move_to(self, cut: float) -> None:
+        """Go on from `cut`: keep the spans and scores from the last speech that starts at or before it."""
+        self._cut = cut
+        starts = [start - _PAD for start, _ in self._spans.found(round(cut * RATE))]
+        anchor = bisect.bisect_right(starts, cut * RATE) - 1
+        if anchor < 0:
+            return
+        self._spans.drop(min(anchor, len(self._spans.closed)))
+        origin = max(0, starts[anchor]) // FRAME
+        self._scores = self._scores[origin - self._origin :]
+        self._origin = origin
 
 
 def write_chunks(
-    spooled: Spooled, plan: Sequence[Sequence[splitting.Span]], path_of: Callable[[int], Path]
+    spooled: Spooled, plan: Sequence[Sequence[splitting.Span]], path_of: Callable[[int], Path], first: int = 0
 ) -> list[Chunk]:
     """Write each chunk of the plan (the stretches its audio is made of) as a 16-bit mono WAV file at
-    `path_of(index)`, its stretches joined; the chunks, in order."""
+    `path_of(index)`, its stretches joined, numbered from `first`; the chunks, in order."""
     chunks = []
-    for index, spans in enumerate(plan):
+    for index, spans in enumerate(plan, start=first):
         path = path_of(index)
         path.parent.mkdir(parents=True, exist_ok=True)
         with wave.open(str(path), "wb") as out:

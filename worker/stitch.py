@@ -108,18 +108,17 @@ def rendered(
 def finish(
     task: Task, chunks: ChunkStore, lifecycle: Lifecycle, then: Finishing = None
 ) -> tuple[Transcript | RenderedTranscript, float] | None:
-    """Stitch a split task whose chunks are all done and complete it (which releases its chunks).
+    """Stitch a split task whose plan is closed with every chunk done, and complete it (which releases its chunks).
 
     `then`, if given, turns the stitched transcript into the result, with the plan's chunks and the fences of the
     run that made it (the speaker stage). The completion is fenced by that run. Returns the transcript and the
-    seconds from the split to now; None if a chunk is not done, or the task had ended or gone.
+    seconds from the split to now; None if the plan is open or a chunk is not done, or the task had ended or gone.
     """
     split = chunks.load(task.id)
-    if split is None or split.finished < len(split.chunks):
+    if split is None or split.duration is None or not split.complete:
         return None
     plan = [state.chunk for state in split.chunks]
-    # The last chunk may end before the file does, in a pause left out; a file with no speech has no chunks.
-    duration = task.duration or (plan[-1].end if plan else 0.0)
+    duration = split.duration
     parts = chunks.segments(task.id, plan)
     transcript: Transcript | RenderedTranscript
     if then is None:

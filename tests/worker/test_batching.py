@@ -143,8 +143,9 @@ def split_task(redis: Redis, stores: Stores, chunks: int, **fields: Any) -> Task
             out.setnchannels(1), out.setsampwidth(2), out.setframerate(splitting.SAMPLE_RATE)
             out.writeframes(samples.tobytes())
     assert stores.chunks.create(task.id, plan, "en", 1.0, run)
+    assert stores.chunks.close(task.id, run, plan[-1].end) is False
     task = task.model_copy(update={"run": run, "language": "en"})
-    queues.enqueue_chunks(redis, task, stores.chunks.take(task.id, chunks, chunks), 600)
+    queues.enqueue_chunks(redis, task, stores.chunks.take(task.id, chunks), 600)
     return task
 
 

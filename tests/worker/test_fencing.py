@@ -125,7 +125,8 @@ def test_a_chunk_taken_back_is_not_finished_by_its_old_worker(redis: Redis, quic
     run = stores.tasks.start(task, "splitter", TaskStatus.PROCESSING)
     assert stores.chunks.create(task.id, [Chunk(index=0, start=0.0, end=1.0)], "en", 1.0, run=run)
     assert stores.tasks.update(task.id, fences=[run_fence(task.id, run)], chunks=1)
-    assert stores.chunks.take(task.id, 1, want=1) == [0]
+    assert stores.chunks.close(task.id, run, 1.0) is False, "the split is done; its chunk is not"
+    assert stores.chunks.take(task.id, want=1) == [0]
     queues.enqueue_chunks(redis, stores.tasks.get(task.id), [0], ttl_s=60)
     redis.delete(normal_queue(redis).key)  # workers took the task's job, then the chunk's
     old = stores.chunks.claim(task.id, 0, "stale")
@@ -135,12 +136,12 @@ def test_a_chunk_taken_back_is_not_finished_by_its_old_worker(redis: Redis, quic
     assert new == old + 1
     stale = [run_fence(task.id, run), chunk_fence(task.id, 0, old)]
 
-    assert stores.chunks.progress(task.id, 0, old, 0.5, 1) is None
+    assert stores.chunks.progress(task.id, 0, old, 0.5) is None
     assert stores.chunks.finish(task.id, 0, old, [make_segment(1, 0.0, 1.0, " x")], 1.0) is None
     assert not stores.events.add(task.id, {"type": "segment"}, fences=stale)
     assert not lifecycle.fail(task, "timeout", "the stale chunk ran out of time", fences=stale)
     assert stores.tasks.get(task.id).status is TaskStatus.PROCESSING
-    assert stores.chunks.finish(task.id, 0, new, [make_segment(1, 0.0, 1.0, " x")], 1.0) == 1
+    assert stores.chunks.finish(task.id, 0, new, [make_segment(1, 0.0, 1.0, " x")], 1.0) is True, "the last chunk"
 
 
 def task_of(api: httpx.Client, task_id: str) -> dict[str, Any]:
