@@ -179,6 +179,56 @@ def test_spooling_scores_speech_as_a_whole_file_pass_in_flat_memory(tmp_path: Pa
     assert spooled.read(10.0, 11.0).shape == (splitting.SAMPLE_RATE,)
 
 
+def streamed(scores: Any, samples: int, target_s: float, pause_s: float, blocks: list[int]) -> list[Any]:
+    """The chunks a Cutter gives for scores fed in blocks of these many frames, and for how many frames were fed
+    when each was given."""
+    cutter, given, fed = spooling.Cutter(target_s, pause_s), [], 0
+    for size in blocks:
+        given += [(chunk, fed + size) for chunk in cutter.feed(scores[fed : fed + size])]
+        fed += size
+    return given + [(chunk, None) for chunk in cutter.finish(samples)]
+
+
+def same_plan(got: list[list[tuple[float, float]]], whole: list[list[tuple[float, float]]]) -> bool:
+    """The same chunks, stretch for stretch, to the millisecond the chunks are recorded in."""
+    if [len(chunk) for chunk in got] != [len(chunk) for chunk in whole]:
+        return False
+    pairs = [(a, b) for x, y in zip(got, whole, strict=True) for a, b in zip(x, y, strict=True)]
+    return all(abs(a[0] - b[0]) <= 0.0011 and abs(a[1] - b[1]) <= 0.0011 for a, b in pairs)
+
+
+def test_chunks_cut_as_the_audio_comes_are_the_whole_files_plan(tmp_path: Path) -> None:
+    import numpy as np
+
+    spooled = spooling.spool(ASTERISK, 3600, tmp_path / "audio.raw")
+    scores, samples = spooled.scores, spooled.samples
+    speech = spooling.speech_spans(scores, samples)
+    rng = np.random.default_rng(5)
+    for target_s, pause_s in [(28.0, 0.3), (15.0, 0.3), (28.0, 0.0)]:
+        whole = splitting.squeezed_plan(speech, spooled.duration, target_s, pause_s, scores)
+        blocks = [977] * (len(scores) // 977 + 1)  # the worker's blocks: 500,000 samples
+        given = streamed(scores, samples, target_s, pause_s, blocks)
+        assert same_plan([chunk for chunk, _ in given], whole), (target_s, pause_s)
+        early = [fed for _, fed in given if fed is not None]
+        assert len(early) >= len(whole) - 2, "every chunk but the last one or two is given before the end"
+        first = whole[0][-1][1]  # each chunk is given within a block or two of the audio that settles its cut
+        assert early[0] * 512 / 16000 <= first + target_s + 2 * 977 * 512 / 16000
+        odd = list(rng.integers(1, 2000, size=len(scores) // 500))
+        assert same_plan([chunk for chunk, _ in streamed(scores, samples, target_s, pause_s, odd)], whole)
+
+    # Made-up scores: speech and pauses of every length, and stretches of speech with no pause that must be cut at
+    # their quietest frame, fed in blocks of odd sizes.
+    for trial in range(40):
+        runs = rng.choice([3, 8, 40, 300, 900, 2500], size=200) * rng.integers(1, 3, size=200)
+        levels = np.where(np.arange(200) % 2 == 0, 0.9, 0.1)
+        made = np.repeat(levels, runs).astype(np.float32) + rng.normal(0, 0.03, int(runs.sum())).astype(np.float32)
+        made_samples = len(made) * 512 - int(rng.integers(0, 512))
+        made_speech = spooling.speech_spans(made, made_samples)
+        whole = splitting.squeezed_plan(made_speech, made_samples / 16000, 28.0, 0.3, made)
+        odd = list(rng.integers(1, 3000, size=len(made) // 200 + 1))
+        assert same_plan([chunk for chunk, _ in streamed(made, made_samples, 28.0, 0.3, odd)], whole), trial
+
+
 def test_a_chunk_never_outgrows_one_window() -> None:
     speech = [(0.0, 50.0), (50.5, 100.0)]  # a single pause, past the first window
     assert splitting.plan(speech, 100.0, 30.0) == [(0.0, 30.0), (30.0, 50.25), (50.25, 80.25), (80.25, 100.0)]
@@ -382,6 +432,65 @@ def test_cancel_and_delete_reach_every_chunk(
         assert not redis.exists(keys.events_key(task_id), keys.task_key(task_id), keys.chunks_key(task_id))
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=30) == 0
+
+
+def decoded_while_split(chunk_store: ChunkStore, task_id: str) -> Any:
+    """Wait until a chunk of the task is in hand or done while its split still goes on (its plan open); the plan."""
+
+    def check() -> Any:
+        split = chunk_store.load(task_id)
+        busy = split is not None and split.duration is None
+        return busy and any(c.state in {ChunkStatus.PROCESSING, ChunkStatus.DONE} for c in split.chunks) and split
+
+    return wait_for(check, timeout_s=120, every_s=0.005)
+
+
+@pytest.mark.slow
+def test_chunks_are_decoded_while_the_split_goes_on_and_a_cancel_stops_the_split(
+    long_api: httpx.Client, start_worker: StartWorker, chunk_store: ChunkStore, redis: Redis, settings: Settings
+) -> None:
+    # The 16-minute file's split reads about a second of CPU: long enough for a second worker to take its first chunks.
+    task_id = submit(long_api, ASTERISK, language="en").json()["id"]
+    fleet_of_two = [start_worker(burst=False, cpu_threads=1, **SPLIT) for _ in range(2)]
+    split = decoded_while_split(chunk_store, task_id)
+    assert 0 < len(split.chunks) < len(squeezed(ASTERISK, 30.0)), "the plan is open with its first chunks"
+    assert task(long_api, task_id)["status"] == "processing"
+
+    assert long_api.post(f"/v1/tasks/{task_id}/cancel").json()["status"] == "cancelled"
+    # The split stops at its next chunks, the chunk in hand at its next segment: then no worker holds a job.
+    wait_for(lambda: not fleet.holdings(redis, [w.id for w in fleet.live_workers(redis)]), timeout_s=120)
+    assert chunk_jobs_waiting(redis, task_id) == [] and chunk_store.load(task_id) is None
+    assert list(settings.uploads.iterdir()) == [], "no chunk audio is left, nor what the split cut after the cancel"
+    for worker in fleet_of_two:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == 0
+
+
+@pytest.mark.slow
+def test_a_worker_killed_while_it_splits_loses_nothing(
+    long_api: httpx.Client, start_worker: StartWorker, chunk_store: ChunkStore, redis: Redis, settings: Settings
+) -> None:
+    task_id = submit(long_api, ASTERISK, language="en").json()["id"]
+    fleet_of_two = [start_worker(burst=False, cpu_threads=1, worker_ttl_s=5, **SPLIT) for _ in range(2)]
+    decoded_while_split(chunk_store, task_id)
+    splitter = task(long_api, task_id)["worker"]
+    doomed = next(w for w in fleet_of_two if f"-{w.pid}-" in splitter)
+    doomed.send_signal(signal.SIGKILL)
+    doomed.wait()
+
+    # The other worker's janitor finds the split lost and puts the task back whole: it splits it again under a new
+    # run, and what was decoded under the old one counts for nothing.
+    done = finished(long_api, task_id, timeout_s=600)
+    assert done["status"] == "completed", done["error"]
+    assert done["attempts"] == 2 and done["chunks"] == done["chunks_done"] == len(squeezed(ASTERISK, 30.0))
+    reference = normalise(ASTERISK.with_suffix(".txt").read_text(), "en")
+    assert jiwer.wer(reference, normalise(done["result"]["text"], "en")) < 0.15
+    times = [t for s in done["result"]["segments"] for t in (s["start"], s["end"])]
+    assert times == sorted(times), "one plan's segments, once each"
+    assert list(settings.uploads.iterdir()) == [], "the chunk audio of both runs is gone"
+    survivor = next(w for w in fleet_of_two if w is not doomed)
+    survivor.send_signal(signal.SIGTERM)
+    assert survivor.wait(timeout=30) == 0
 
 
 @pytest.mark.slow
