@@ -13,6 +13,8 @@ Every task is polled every half second.
   splitting off), and ours on two workers (one CPU thread, one copy of the model each) over ours on one; beside
   it the machine's own ceiling: the raw engine decoding the same chunks in two processes of one thread over one.
 - ceiling (also run by long): the raw engine's own two-process scaling on the same chunks.
+- streamed (not run unless asked): the 16-minute file alone, cut whole before its chunks are queued (the commit
+  before they were queued as they are cut) against this code, on one worker, one of one thread, and two of one.
 - threads (not run unless asked): the mixed load on this code with 2 CPU threads per copy of the model against 4.
 - memory: peak worker memory (VmHWM) splitting the 16-minute file, and a 2-hour file made of it joined 8 times.
 Every figure is the median of --runs.
@@ -44,8 +46,10 @@ BASELINE = "b59e3b7"
 # How often the harness's client asks after a task. Four tasks polled at once every 50 ms (80 requests a second)
 # take a share of the two cores from the worker, and the baseline has no long poll to wait on instead.
 POLL_S = 0.5
-# The baseline's defaults where ours differ.
-BASELINE_DEFAULTS = {"chunk_target_s": 15.0}
+# An earlier commit's defaults where ours differ.
+DEFAULTS_OF: dict[str, dict[str, Any]] = {BASELINE: {"chunk_target_s": 15.0}}
+# The last commit whose split cut every chunk of a file before it queued any.
+WHOLE_SPLIT = "dc8fd06"
 
 
 @contextmanager
@@ -73,7 +77,7 @@ def code_of(revision: str | None) -> Iterator[None]:
 @contextmanager
 def stack(revision: str | None, model: str, workers: int, **overrides: Any) -> Iterator[Any]:
     """A fresh local stack of `revision`'s code (ours for None) with these settings."""
-    defaults = BASELINE_DEFAULTS if revision is not None else {}
+    defaults = DEFAULTS_OF.get(revision, {}) if revision is not None else {}
     settings = Settings().model_copy(update={**defaults, **overrides})
     with code_of(revision), local_service(settings, model, workers) as service:
         yield service
@@ -165,6 +169,37 @@ def long_alone(baseline: str, model: str, runs: int) -> None:
     print(f"\nthis, one worker, over the baseline unsplit: **{medians[1] / medians[0]:.2f}×**")
     print(f"this, two workers of one thread and one copy over one: **{medians[3] / medians[2]:.2f}×**")
     ceiling(model, runs)
+
+
+def streamed(model: str, runs: int) -> None:
+    """The 16-minute file alone, split by the commit whose split cut the whole file before it queued a chunk and by
+    this code (each chunk queued once its cut is settled): on one worker with its defaults, on one of one CPU thread
+    and one copy, and on two such; a fresh stack for every run, runs alternating."""
+    print(f"\n## {LONG.name} alone, the whole file cut before its chunks are queued or as it is decoded ({model})\n")
+    print("| code | fleet | seconds (median) | runs |")
+    print("|---|---|---|---|")
+    codes = ((f"cut whole first ({WHOLE_SPLIT})", WHOLE_SPLIT), ("cut as it is decoded (this)", None))
+    single = {"cpu_threads": 1, "replicas": 1}
+    fleets: dict[str, tuple[int, dict[str, Any]]] = {
+        "one worker (defaults)": (1, {}),
+        "one worker, one thread": (1, single),
+        "two workers, one thread each": (2, single),
+    }
+    times: dict[tuple[str, str], list[float]] = {(code, fleet): [] for code, _ in codes for fleet in fleets}
+    for _ in range(runs):
+        for code, revision in codes:
+            for fleet, (workers, overrides) in fleets.items():
+                times[(code, fleet)] += timed(revision, model, workers, LONG, 1, **overrides)
+    medians = {key: statistics.median(figures) for key, figures in times.items()}
+    for (code, fleet), figures in times.items():
+        shown = ", ".join(f"{figure:.1f}" for figure in figures)
+        print(f"| {code} | {fleet} | {medians[(code, fleet)]:.1f} | {shown} |")
+    (before, _), (now, _) = codes
+    for fleet in fleets:
+        print(f"\n{fleet}, this over the whole-file cut: **{medians[(now, fleet)] / medians[(before, fleet)]:.2f}×**")
+    for code in (before, now):
+        ratio = medians[(code, "two workers, one thread each")] / medians[(code, "one worker, one thread")]
+        print(f"\n{code}: two workers of one thread over one: **{ratio:.2f}×**")
 
 
 def ceiling(model: str, runs: int) -> None:
@@ -302,6 +337,8 @@ def main() -> None:
         long_alone(args.baseline, args.model, args.runs)
     if "ceiling" in chosen:
         ceiling(args.model, args.runs)
+    if "streamed" in chosen:
+        streamed(args.model, args.runs)
     if "memory" in chosen:
         memory(args.model)
 

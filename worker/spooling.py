@@ -2,8 +2,9 @@
 
 The worker that splits a long file never holds its audio: each decoded block is appended to a raw 16-bit file
 beside the chunks and scored by Silero VAD (its recurrent state carried from block to block, so the scores equal
-a whole-file pass), and the chunks are then cut from that file, read a chunk at a time. What stays in memory is one
-block and one score per 32-ms frame (225,000 floats for two hours).
+a whole-file pass). After each block, the chunks whose cuts that audio settles are cut from the file, read a chunk
+at a time, and handed on to be decoded while the rest is read. What stays in memory is one block and the scores
+since the speech the last cut fell in (a whole-file pass would hold 225,000 floats for two hours).
 """
 
 from __future__ import annotations

@@ -165,18 +165,23 @@ def test_a_time_in_a_squeezed_chunk_is_placed_on_the_original_timeline() -> None
 
 
 def test_spooling_scores_speech_as_a_whole_file_pass_in_flat_memory(tmp_path: Path) -> None:
-    tracemalloc.start()
-    try:
-        spooled = spooling.spool(ASTERISK, 3600, tmp_path / "audio.raw")
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    spooled = spooling.spool(ASTERISK, 3600, tmp_path / "audio.raw")
     speech, _, duration = planned(ASTERISK, 30.0)
     assert spooled.duration == duration
     assert spooling.speech_spans(spooled.scores, spooled.samples) == speech, "the same spans as faster-whisper's VAD"
-    # Decoding it whole peaks at 185 MiB (float samples and copies); spooling holds a few blocks of 31 s each.
-    assert peak < 16 * 2**20, f"peak {peak / 2**20:.1f} MiB while spooling a 16-minute file"
     assert spooled.read(10.0, 11.0).shape == (splitting.SAMPLE_RATE,)
+
+    tracemalloc.start()
+    try:  # the worker's way: each chunk's plan as it is settled (its audio is then read a chunk at a time)
+        planned_chunks = [
+            chunk for _, plan in spooling.cut(ASTERISK, 3600, tmp_path / "cut.raw", 28.0, 0.3) for chunk in plan
+        ]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # Decoding it whole peaks at 185 MiB (float samples and copies); cutting as it reads holds a few blocks of 31 s.
+    assert peak < 16 * 2**20, f"peak {peak / 2**20:.1f} MiB while cutting a 16-minute file"
+    assert len(planned_chunks) == 31
 
 
 def streamed(scores: Any, samples: int, target_s: float, pause_s: float, blocks: list[int]) -> list[Any]:
