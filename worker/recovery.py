@@ -158,9 +158,9 @@ class Janitor:
         """Lost chunk runs go back on the queue; chunk jobs lost twice running are queued again. While the plan is
         open, the task is its split's: if that is lost, the task goes back on its queue whole."""
         split = self.chunks.load(task.id)
-        if split is None:
-            return []
-        if split.duration is None:  # the plan is still open: the split's own job holds the task until it closes
+        if split is None or split.duration is None:
+            # The plan is open (the split's own job holds the task until it closes it) or unreadable (recorded by an
+            # earlier version): once that job is lost, the task goes back whole, to be split again.
             return [task.id] if self._lost(task.id, task.worker, seen) and self.recover(task) else []
         if split.complete:
             return self._stitch_orphan(task, split, seen)

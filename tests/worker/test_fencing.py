@@ -118,6 +118,25 @@ def test_the_writes_of_a_run_taken_back_are_refused(redis: Redis, quick: Setting
     assert stores.tasks.update(task.id, fences=[run_fence(task.id, new)], progress=0.5)
 
 
+@pytest.mark.parametrize("plan", ["open", "unreadable"])
+def test_a_split_lost_before_its_plan_closed_puts_the_task_back_whole(redis: Redis, quick: Settings, plan: str) -> None:
+    stores = Stores.open(redis, quick)
+    lifecycle = Lifecycle(redis, stores, keep_uploads=False)
+    task = queued_task(redis, stores)
+    run = stores.tasks.start(task, "splitter", TaskStatus.PROCESSING)
+    redis.delete(normal_queue(redis).key)  # the splitter took the task's job
+    assert stores.chunks.create(task.id, [Chunk(index=0, start=0.0, end=1.0)], "en", 1.0, run=run)
+    # The split had said the task is split, and died before it closed the plan (or an earlier version, whose plans
+    # read differently, split it before an upgrade).
+    assert stores.tasks.update(task.id, fences=[run_fence(task.id, run)], chunks=1)
+    if plan == "unreadable":
+        redis.hdel(keys.chunks_key(task.id), "count")
+    assert Janitor(redis, lifecycle, quick).sweep() == [task.id], "'splitter' never announced itself: taken for dead"
+    back = stores.tasks.get(task.id)
+    assert back.status is TaskStatus.QUEUED and back.run is None
+    assert normal_queue(redis).job_ids == [task.id], "the task's own job is queued again, to be split again"
+
+
 def test_a_chunk_taken_back_is_not_finished_by_its_old_worker(redis: Redis, quick: Settings) -> None:
     stores = Stores.open(redis, quick)
     lifecycle = Lifecycle(redis, stores, keep_uploads=False)
