@@ -51,7 +51,8 @@ def split(ctx: WorkerContext, task: Task, path: Path) -> None:
         raise
     if cutting.complete:  # every chunk was done before the close, or there were none: the result is complete now
         _stitch(ctx, ctx.stores.tasks.get(task.id))
-    log.info("task %s split into %d chunks of %.1f s of audio in all", task.id, len(cutting.chunks), spooled.duration)
+    count, seconds = len(cutting.chunks), spooled.duration
+    log.info("task %s split into %d chunks of %.1f s of audio in all, in %s", task.id, count, seconds, cutting.language)
 
 
 class _Cutting:
@@ -63,6 +64,7 @@ class _Cutting:
         self.chunks: list[Chunk] = []
         self.opened = False
         self.complete = False
+        self.language: str | None = None
 
     def add(self, spooled: spooling.Spooled, plan: spooling.Plan) -> None:
         """Write the chunks of `plan` (the next settled ones), record them (opening the plan with the first) and
@@ -73,6 +75,7 @@ class _Cutting:
             recorded = stores.chunks.append(task.id, chunks, self.run)
         else:
             language, probability = self._language(spooled, chunks)
+            self.language = language
             fields = {"language": language, "language_probability": probability}
             recorded = stores.chunks.create(task.id, chunks, language, probability, self.run)
             self.opened = recorded
@@ -84,9 +87,8 @@ class _Cutting:
             _queue_more(self.ctx, task)
 
     def close(self, spooled: spooling.Spooled) -> None:
-        """The last chunks are recorded: say what the file holds on the task, then close the plan."""
-        if not self.opened:  # no chunk was settled before the end (a short file, or no speech)
-            self.add(spooled, [])
+        """The last chunks are recorded (the plan is open: `add` ran for the end of the file, chunks or none): say
+        what the file holds on the task, then close the plan."""
         stores, task = self.ctx.stores, self.task
         fields = {
             "duration": spooled.duration,
