@@ -14,7 +14,8 @@ Every task is polled every half second.
   it the machine's own ceiling: the raw engine decoding the same chunks in two processes of one thread over one.
 - ceiling (also run by long): the raw engine's own two-process scaling on the same chunks.
 - streamed (not run unless asked): the 16-minute file alone, cut whole before its chunks are queued (the commit
-  before they were queued as they are cut) against this code, on one worker, one of one thread, and two of one.
+  before they were queued as they are cut) against this code, on one worker, one of one thread, and two of one;
+  and the seconds from upload to the first segment decoded, of the 16-minute file and a 2-hour one.
 - threads (not run unless asked): the mixed load on this code with 2 CPU threads per copy of the model against 4.
 - memory: peak worker memory (VmHWM) splitting the 16-minute file, and a 2-hour file made of it joined 8 times.
 Every figure is the median of --runs.
@@ -200,6 +201,38 @@ def streamed(model: str, runs: int) -> None:
     for code in (before, now):
         ratio = medians[(code, "two workers, one thread each")] / medians[(code, "one worker, one thread")]
         print(f"\n{code}: two workers of one thread over one: **{ratio:.2f}×**")
+    first_words(codes, model, runs)
+
+
+def first_words(codes: tuple[tuple[str, str | None], ...], model: str, runs: int) -> None:
+    """Seconds from a long file's upload to its first progress (a first segment decoded), one worker with its
+    defaults, a fresh stack for every run: the 16-minute file and a 2-hour one (it joined 8 times)."""
+    print(f"\n### From upload to the first segment decoded, one worker ({model}), median of {runs}\n")
+    print("| code | file | seconds (median) | runs |")
+    print("|---|---|---|---|")
+    with tempfile.TemporaryDirectory(prefix="whisperq-long-") as folder:
+        files = (LONG, joined(LONG, 8, Path(folder)))
+        times: dict[tuple[str, str], list[float]] = {(code, path.name): [] for code, _ in codes for path in files}
+        for _ in range(runs):
+            for code, revision in codes:
+                for path in files:
+                    times[(code, path.name)].append(first_segment_s(revision, model, path))
+    for (code, name), figures in times.items():
+        shown = ", ".join(f"{figure:.2f}" for figure in figures)
+        print(f"| {code} | {name} | {statistics.median(figures):.2f} | {shown} |")
+
+
+def first_segment_s(revision: str | None, model: str, path: Path) -> float:
+    """Seconds from the end of the upload to the task's first progress, on a fresh stack; the task is then cancelled."""
+    with stack(revision, model, 1, max_media_duration_s=4 * 3600) as service:
+        client = Client(service.url, model)
+        task_id, _ = client.submit(path, priority="normal")
+        started = time.perf_counter()
+        while client.http.get(f"/v1/tasks/{task_id}").json()["progress"] <= 0:
+            time.sleep(0.02)
+        seconds = time.perf_counter() - started
+        client.http.post(f"/v1/tasks/{task_id}/cancel")
+    return seconds
 
 
 def ceiling(model: str, runs: int) -> None:
@@ -297,7 +330,7 @@ def memory(model: str) -> None:
         two_hours = joined(LONG, 8, Path(folder))
         peaks = []
         for path in (LONG, two_hours):
-            with stack(None, model, 1, max_media_duration_s=4 * 3600.0) as service:
+            with stack(None, model, 1, max_media_duration_s=4 * 3600) as service:
                 client = Client(service.url, model)
                 started = time.perf_counter()
                 task_id, _ = client.submit(path, priority="normal")

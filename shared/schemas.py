@@ -608,7 +608,9 @@ class TaskPublic(BaseModel):
     duration: float | None = Field(description="Audio duration in seconds.")
     attempts: int
     worker: str | None
-    chunks: int | None = Field(description="Pieces a long file was cut into at silences; null when not split.")
+    chunks: int | None = Field(
+        description="Pieces a long file was cut into at silences; null when not split, and while the split goes on."
+    )
     chunks_done: int | None = Field(description="Pieces transcribed so far, for a split task.")
     chunk_spans: list[tuple[float, float]] | None = Field(
         description="Where a split file was cut: start and end seconds of each piece."
