@@ -37,7 +37,8 @@ _PAD = RATE * splitting.SPEECH_PAD_MS // 1000
 
 @dataclass(frozen=True)
 class Spooled:
-    """A decoded file on the volume: its raw samples, their count, and Silero's score of each frame."""
+    """A decoded file on the volume: its raw samples, their count so far, and (from `spool`, not `cut`) Silero's score
+    of each frame."""
 
     raw: Path
     samples: int

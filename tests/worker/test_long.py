@@ -454,9 +454,11 @@ def decoded_while_split(chunk_store: ChunkStore, task_id: str) -> Any:
 def test_chunks_are_decoded_while_the_split_goes_on_and_a_cancel_stops_the_split(
     long_api: httpx.Client, start_worker: StartWorker, chunk_store: ChunkStore, redis: Redis, settings: Settings
 ) -> None:
-    # The 16-minute file's split reads about a second of CPU: long enough for a second worker to take its first chunks.
-    task_id = submit(long_api, ASTERISK, language="en").json()["id"]
+    # The 16-minute file's split reads about a second of CPU: long enough for a second worker to take its first chunks,
+    # once both have loaded their model.
     fleet_of_two = [start_worker(burst=False, cpu_threads=1, **SPLIT) for _ in range(2)]
+    wait_for(lambda: len(fleet.live_workers(redis)) == 2, timeout_s=120)
+    task_id = submit(long_api, ASTERISK, language="en").json()["id"]
     split = decoded_while_split(chunk_store, task_id)
     assert 0 < len(split.chunks) < len(squeezed(ASTERISK, 30.0)), "the plan is open with its first chunks"
     assert task(long_api, task_id)["status"] == "processing"
@@ -475,8 +477,9 @@ def test_chunks_are_decoded_while_the_split_goes_on_and_a_cancel_stops_the_split
 def test_a_worker_killed_while_it_splits_loses_nothing(
     long_api: httpx.Client, start_worker: StartWorker, chunk_store: ChunkStore, redis: Redis, settings: Settings
 ) -> None:
-    task_id = submit(long_api, ASTERISK, language="en").json()["id"]
     fleet_of_two = [start_worker(burst=False, cpu_threads=1, worker_ttl_s=5, **SPLIT) for _ in range(2)]
+    wait_for(lambda: len(fleet.live_workers(redis)) == 2, timeout_s=120)
+    task_id = submit(long_api, ASTERISK, language="en").json()["id"]
     decoded_while_split(chunk_store, task_id)
     splitter = task(long_api, task_id)["worker"]
     doomed = next(w for w in fleet_of_two if f"-{w.pid}-" in splitter)
