@@ -130,9 +130,9 @@ class _Spans:
                     self.closed.append([self._start, self._silence_from])
                     self._start, self._silence_from = None, 0
 
-    def found(self, samples: int, first: int = 0) -> list[list[int]]:
-        """Copies of the spans from the `first` closed one on, with the open one ending at `samples`."""
-        spans = [list(span) for span in self.closed[first:]]
+    def found(self, samples: int) -> list[list[int]]:
+        """Copies of the spans kept, with the open one ending at `samples`."""
+        spans = [list(span) for span in self.closed]
         return spans + ([[self._start, samples]] if self._start is not None else [])
 
     def drop(self, count: int) -> None:
