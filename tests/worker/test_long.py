@@ -439,6 +439,16 @@ def test_cancel_and_delete_reach_every_chunk(
     assert worker.wait(timeout=30) == 0
 
 
+def both_announced(redis: Redis, workers: list[subprocess.Popen[str]]) -> None:
+    """Wait until each of these worker processes has loaded its model and announced itself."""
+
+    def announced() -> bool:
+        ids = [worker.id for worker in fleet.live_workers(redis)]
+        return all(any(f"-{process.pid}-" in worker_id for worker_id in ids) for process in workers)
+
+    wait_for(announced, timeout_s=120)
+
+
 def decoded_while_split(chunk_store: ChunkStore, task_id: str) -> Any:
     """Wait until a chunk of the task is in hand or done while its split still goes on (its plan open); the plan."""
 
@@ -457,7 +467,7 @@ def test_chunks_are_decoded_while_the_split_goes_on_and_a_cancel_stops_the_split
     # The 16-minute file's split reads about a second of CPU: long enough for a second worker to take its first chunks,
     # once both have loaded their model.
     fleet_of_two = [start_worker(burst=False, cpu_threads=1, **SPLIT) for _ in range(2)]
-    wait_for(lambda: len(fleet.live_workers(redis)) == 2, timeout_s=120)
+    both_announced(redis, fleet_of_two)
     task_id = submit(long_api, ASTERISK, language="en").json()["id"]
     split = decoded_while_split(chunk_store, task_id)
     assert 0 < len(split.chunks) < len(squeezed(ASTERISK, 30.0)), "the plan is open with its first chunks"
@@ -478,7 +488,7 @@ def test_a_worker_killed_while_it_splits_loses_nothing(
     long_api: httpx.Client, start_worker: StartWorker, chunk_store: ChunkStore, redis: Redis, settings: Settings
 ) -> None:
     fleet_of_two = [start_worker(burst=False, cpu_threads=1, worker_ttl_s=5, **SPLIT) for _ in range(2)]
-    wait_for(lambda: len(fleet.live_workers(redis)) == 2, timeout_s=120)
+    both_announced(redis, fleet_of_two)
     task_id = submit(long_api, ASTERISK, language="en").json()["id"]
     decoded_while_split(chunk_store, task_id)
     splitter = task(long_api, task_id)["worker"]
