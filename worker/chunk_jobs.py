@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
 
@@ -37,14 +38,20 @@ def split(ctx: WorkerContext, task: Task, path: Path) -> None:
     raw = ctx.stores.storage.chunk_path(task.id, 0, task.run).with_name("audio.raw")
     settings = ctx.settings
     try:
-        try:
-            for spooled, plan in spooling.cut(
-                path, settings.max_media_duration_s, raw, settings.chunk_target_s, settings.chunk_pause_s
-            ):
-                cutting.add(spooled, plan)
+        with speaker_stage.begun(ctx, task, cutting.pieces) if cutting.pieces else nullcontext() as turns:
+            try:
+                for spooled, plan in spooling.cut(
+                    path, settings.max_media_duration_s, raw, settings.chunk_target_s, settings.chunk_pause_s
+                ):
+                    cutting.add(spooled, plan)
+            finally:
+                raw.unlink(missing_ok=True)
+                if cutting.pieces:
+                    cutting.pieces.end()
+            if turns is not None:  # worked out from each chunk as it was cut, while others decoded them
+                speaker_stage.keep(_turns_path(ctx, task.id, task.run), turns.result(), turns.seconds)
+                log.info("task %s: speaker turns worked out while it was cut, in %.1f s", task.id, turns.seconds)
             cutting.close(spooled)
-        finally:
-            raw.unlink(missing_ok=True)
     except BaseException as exc:
         if not cutting.opened or isinstance(exc, TaskCancelled):
             ctx.stores.storage.remove_chunks(task.id, task.run)
@@ -62,6 +69,8 @@ class _Cutting:
         assert task.run is not None
         self.ctx, self.task, self.run = ctx, task, task.run
         self.chunks: list[Chunk] = []
+        # The chunks as they are cut, for the speaker turns where the task asked for them.
+        self.pieces = speaker_stage.CutPieces() if task.options.diarize else None
         self.opened = False
         self.complete = False
         self.language: str | None = None
@@ -85,6 +94,8 @@ class _Cutting:
         self.chunks += chunks
         if chunks:
             _queue_more(self.ctx, task)
+        if self.pieces:
+            self.pieces.add([(chunk, self._path(chunk.index)) for chunk in chunks])
 
     def close(self, spooled: spooling.Spooled) -> None:
         """The last chunks are recorded (the plan is open: `add` ran for the end of the file, chunks or none): say
@@ -233,11 +244,20 @@ def _speakers(ctx: WorkerContext, task: Task) -> stitch.Finishing:
     """The speaker stage over the whole stitched file, reading its chunks from the volume: one set of labels."""
 
     def label(transcript: Transcript, plan: list[Chunk], run: int) -> Transcript:
+        fences = [run_fence(task.id, run)]
+        found = speaker_stage.kept(_turns_path(ctx, task.id, run))
+        if found is not None:  # the split worked them out as it cut the file
+            return speaker_stage.label(ctx, task, transcript, found, fences)
         chunks = [(chunk, ctx.stores.storage.chunk_path(task.id, chunk.index, run)) for chunk in plan]
         with speaker_stage.begun(ctx, task, partial(speaker_stage.chunk_pieces, chunks)) as turns:
-            return speaker_stage.label(ctx, task, transcript, turns, [run_fence(task.id, run)])
+            return speaker_stage.label(ctx, task, transcript, turns, fences)
 
     return label
+
+
+def _turns_path(ctx: WorkerContext, task_id: str, run: int) -> Path:
+    """Where a split keeps the speaker turns it worked out, beside its run's chunks."""
+    return ctx.stores.storage.chunk_path(task_id, 0, run).with_name("turns.json")
 
 
 def _stitch(ctx: WorkerContext, task: Task) -> None:

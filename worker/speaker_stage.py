@@ -2,7 +2,9 @@
 
 Who spoke when needs only the audio, so a short file's speaker turns are worked out on a thread of their own while
 its words are decoded (`Turns`): on a machine with a core to spare, they cost the task little time; the words then
-take the speakers of the turns (`label`). A split file's turns start once its chunks are stitched. The voice encoder
+take the speakers of the turns (`label`). A split file's turns are worked out by its split, from each chunk as it
+is cut (`CutPieces`), while other copies of the model decode the chunks, and kept beside them for the stitch
+(`keep`, `kept`). The voice encoder
 loads once per worker, on the first task that asks. The stage shows on the task (`stage`, `diarization_seconds`) and
 in its events, and `/metrics` times it. Audio is read in pieces: a short file streamed from the volume a minute at a
 time, a long file's chunks one by one, so the stage never holds the whole waveform.
@@ -10,6 +12,7 @@ time, a long file's chunks one by one, so the stage never holds the whole wavefo
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -106,6 +109,62 @@ class Turns:
             yield piece
 
 
+class Found:
+    """Turns worked out already (by a split file's split), and the time that took."""
+
+    def __init__(self, turns: list[Turn], seconds: float) -> None:
+        self.turns, self.seconds = turns, seconds
+
+    def result(self) -> list[Turn]:
+        return self.turns
+
+
+def keep(path: Path, turns: list[Turn], seconds: float) -> None:
+    """Write a split file's turns where its stitch finds them (`kept`)."""
+    payload = {"seconds": seconds, "turns": [[turn.start, turn.end, turn.speaker] for turn in turns]}
+    path.write_text(json.dumps(payload))
+
+
+def kept(path: Path) -> Found | None:
+    """The turns a split kept at `path`; None if it kept none."""
+    if not path.exists():
+        return None
+    payload = json.loads(path.read_text())
+    return Found([Turn(start, end, speaker) for start, end, speaker in payload["turns"]], payload["seconds"])
+
+
+class CutPieces:
+    """A reader of a split file's chunks as its split cuts them: it waits for each next chunk until the split says
+    it is done (`end`); read again, it gives them all."""
+
+    def __init__(self) -> None:
+        self._chunks: list[tuple[Chunk, Path]] = []
+        self._ended = False
+        self._changed = threading.Condition()
+
+    def add(self, chunks: Sequence[tuple[Chunk, Path]]) -> None:
+        with self._changed:
+            self._chunks.extend(chunks)
+            self._changed.notify_all()
+
+    def end(self) -> None:
+        """No more chunks come (the split is done, or failed)."""
+        with self._changed:
+            self._ended = True
+            self._changed.notify_all()
+
+    def __call__(self) -> Iterator[Piece]:
+        read = 0
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda seen=read: seen < len(self._chunks) or self._ended)  # type: ignore[misc]
+                new = self._chunks[read:]
+            if not new:
+                return
+            read += len(new)
+            yield from chunk_pieces(new)
+
+
 @contextmanager
 def begun(ctx: WorkerContext, task: Task, read: Reader) -> Iterator[Turns]:
     """The task's speaker turns, begun now and stopped when the block ends; `read` is called once, or twice where
@@ -122,7 +181,9 @@ def begun(ctx: WorkerContext, task: Task, read: Reader) -> Iterator[Turns]:
         turns.stop()
 
 
-def label(ctx: WorkerContext, task: Task, transcript: Transcript, turns: Turns, fences: Sequence[Fence]) -> Transcript:
+def label(
+    ctx: WorkerContext, task: Task, transcript: Transcript, turns: Turns | Found, fences: Sequence[Fence]
+) -> Transcript:
     """The transcript with speakers, once its turns are worked out: the stage announced on the task, and its time
     recorded (the turns' own time and the words' labelling, whether or not the turns were worked out beside the
     decode)."""

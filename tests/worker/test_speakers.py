@@ -296,6 +296,7 @@ def test_a_file_split_across_two_workers_keeps_one_set_of_labels(api: httpx.Clie
     task = done(api, task_id)
     assert task["chunks"] >= 2
     assert any("decoding a batch" in worker.log.text for worker in workers)
+    assert any("speaker turns worked out while it was cut" in worker.log.text for worker in workers), "by the split"
     result = task["result"]
     assert len(result["speakers"]) == 3
     assert matches("falcon_test", result["segments"])
