@@ -4,10 +4,10 @@ Who spoke when needs only the audio, so a short file's speaker turns are worked 
 its words are decoded (`Turns`): on a machine with a core to spare, they cost the task little time; the words then
 take the speakers of the turns (`label`). A split file's turns are worked out by its split, from each chunk as it
 is cut (`CutPieces`), while other copies of the model decode the chunks, and kept beside them for the stitch
-(`keep`, `kept`). The voice encoder
-loads once per worker, on the first task that asks. The stage shows on the task (`stage`, `diarization_seconds`) and
-in its events, and `/metrics` times it. Audio is read in pieces: a short file streamed from the volume a minute at a
-time, a long file's chunks one by one, so the stage never holds the whole waveform.
+(`keep`, `kept`). The voice encoder loads once per worker, on the first task that asks. The stage shows on the task
+(`stage`, `diarization_seconds`) and in its events, and `/metrics` times it. Audio is read in pieces: a short file
+streamed from the volume a minute at a time, a long file's chunks one by one, so the stage never holds the whole
+waveform.
 """
 
 from __future__ import annotations
