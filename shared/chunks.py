@@ -111,6 +111,14 @@ end
 return taken
 """)
 
+# Count one more stitch queued for a split task whose plan is there. KEYS: chunk hash. Returns the count, 0 if none.
+_STITCHED = """
+if redis.call('HEXISTS', KEYS[1], 'count') == 0 then
+  return 0
+end
+return redis.call('HINCRBY', KEYS[1], 'stitches', 1)
+"""
+
 # A chunk's plan is the task's while the run that made it still holds the task.
 _PLAN_HOLDS = """
 local function plan_holds()
@@ -228,6 +236,7 @@ class ChunkStore:
         self._progress = redis.register_script(_PROGRESS)
         self._finish = redis.register_script(_FINISH)
         self._take = redis.register_script(_TAKE)
+        self._stitched = redis.register_script(_STITCHED)
 
     def create(self, task_id: str, chunks: Sequence[Chunk], language: str, probability: float, run: int) -> bool:
         """Open a plan made by the task's run `run` with its first chunks, pending; False if that run no longer
@@ -321,6 +330,11 @@ class ChunkStore:
             except WatchError:
                 return False
         return True
+
+    def stitch_queued(self, task_id: str) -> int:
+        """Count a stitch queued for the task after its last chunk's worker was lost: how many have been, 0 if the
+        task has no plan (it ended meanwhile)."""
+        return int(self._stitched(keys=[keys.chunks_key(task_id)]))
 
     def segments(self, task_id: str, chunks: Sequence[Chunk]) -> Iterator[tuple[Chunk, list[Segment]]]:
         """The stored segments of finished chunks, in chunk order, read one chunk at a time (the stored JSON of a

@@ -72,7 +72,8 @@ class Lifecycle:
         if self.stores.tasks.active(task.id):
             return False
         count = self.stores.chunks.count(task.id) or task.chunks or 0
-        queues.drop_jobs(self.redis, [task.id, *queues.chunk_job_ids(task.id, count)])
+        jobs = [task.id, *queues.chunk_job_ids(task.id, count), queues.stitch_job_id(task.id)]
+        queues.drop_jobs(self.redis, jobs)
         self.stores.chunks.delete(task.id)
         self.stores.storage.remove_chunks(task.id)
         if task.upload_name and (deleted or not self.keep_uploads):

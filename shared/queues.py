@@ -17,6 +17,7 @@ from shared.schemas import Task
 # The API names the jobs by their dotted paths, so it never imports the engine.
 TRANSCRIBE_JOB = "worker.jobs.transcribe"
 CHUNK_JOB = "worker.chunk_jobs.transcribe_chunk"
+STITCH_JOB = "worker.chunk_jobs.stitch_orphan"
 
 
 def task_queue(redis: Redis, task: Task) -> Queue:
@@ -84,6 +85,29 @@ def enqueue_chunks(
 def chunk_job_ids(task_id: str, count: int) -> list[str]:
     """The RQ job ids of every chunk of a split task."""
     return [chunk_job_id(task_id, index) for index in range(count)]
+
+
+def stitch_job_id(task_id: str) -> str:
+    """The RQ job id that stitches a split task whose last chunk's worker died before it could."""
+    return f"{task_id}-stitch"
+
+
+def enqueue_stitch(redis: Redis, task: Task, ttl_s: int) -> None:
+    """Enqueue the stitch of a split task at the front of its queue: its words are all decoded."""
+    pipe = redis.pipeline()
+    pipe.multi()
+    _replace(redis, stitch_job_id(task.id), pipe)
+    task_queue(redis, task).enqueue_call(
+        STITCH_JOB,
+        args=(task.id,),
+        job_id=stitch_job_id(task.id),
+        timeout=-1,
+        result_ttl=ttl_s,
+        failure_ttl=ttl_s,
+        at_front=True,
+        pipeline=pipe,
+    )
+    pipe.execute()
 
 
 def position(redis: Redis, task: Task) -> int | None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from shared import fleet, logs, metrics, queues
-from shared.errors import WhisperqError
+from shared.errors import TaskNotFound, WhisperqError
 from shared.schemas import Chunk, Segment, Task, Transcript
 from shared.store import run_fence
 from worker import batching, context, engine, speaker_stage, splitting, spooling, stitch, windows
@@ -148,6 +148,31 @@ def transcribe_chunk(task_id: str, index: int) -> None:
         raise
     for run, segments in zip(runs, decoded, strict=True):
         _settle(ctx, run, partial(_finish, ctx, run, segments))
+
+
+def stitch_orphan(task_id: str) -> None:
+    """Stitch a split task whose chunks are all done, for the worker that finished the last one and was lost before
+    it could (the janitor queues this job)."""
+    ctx = context.current()
+    logs.current_task.set(task_id)
+    try:
+        task = ctx.stores.tasks.get(task_id)
+    except TaskNotFound:
+        return
+    log.info("task %s: stitching it, for the worker that decoded its last chunk and was lost", task_id)
+    fences = [run_fence(task.id, task.run or 0)]
+    try:
+        _stitch(ctx, task)
+    except TaskCancelled as exc:
+        log.info("%s", exc)
+        ctx.lifecycle.release(task)
+    except WhisperqError as exc:
+        log.info("task %s failed in its stitch: %s (%s)", task.id, exc.message, exc.code)
+        ctx.lifecycle.fail(task, exc.code, exc.message, fences)
+    except Exception as exc:
+        message = f"the worker failed unexpectedly stitching the chunks: {type(exc).__name__}: {exc}"
+        ctx.lifecycle.fail(task, "internal_error", message, fences)
+        raise
 
 
 def _active(ctx: WorkerContext, run: ChunkRun) -> bool:

@@ -30,7 +30,6 @@ from shared.lifecycle import Lifecycle
 from shared.schemas import Task
 from shared.settings import Settings
 from shared.store import run_fence
-from worker import stitch
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +91,9 @@ class Janitor:
             task = self.store.get(task_id)
         except TaskNotFound:
             return
-        if index:
+        if index == "stitch":  # a stitch is not lost by a worker that stops: it goes back to the front
+            queues.enqueue_stitch(self.redis, task, self.settings.task_ttl_s)
+        elif index:
             split = self.chunks.load(task.id)
             state = split.chunks[int(index)] if split and int(index) < len(split.chunks) else None
             if state and state.state is ChunkStatus.PROCESSING and state.worker == worker:
@@ -147,12 +148,25 @@ class Janitor:
         return worker not in seen.live or seen.now - since >= self.settings.worker_ttl_s
 
     def _stitch_orphan(self, task: Task, split: Split, seen: _Sighting) -> list[str]:
-        """Every chunk is done: stitch the task if the worker that finished the last one died before it could. While
-        a chunk's worker still holds its job, that worker is stitching (labelling speakers can take a while)."""
+        """Every chunk is done: if the worker that finished the last one died before it stitched, queue a stitch
+        for another worker (the janitor has no model or voice encoder to label speakers with). While a chunk's
+        worker still holds its job, that worker is stitching (labelling speakers can take a while); while the stitch
+        job waits or is held, it is in hand. A stitch lost as often as a run may be lost fails the task."""
         for state in split.chunks:
             if not self._lost(queues.chunk_job_id(task.id, state.chunk.index), state.worker, seen):
                 return []
-        return [task.id] if stitch.finish(task, self.chunks, self.lifecycle) else []
+        job_id = queues.stitch_job_id(task.id)
+        if any(job_id in jobs for jobs in seen.held.values()) or job_id in seen.waiting or not self._lock(job_id):
+            return []
+        queued = self.chunks.stitch_queued(task.id)
+        if queued > self.settings.max_attempts:
+            message = f"the workers stitching this task were lost {queued - 1} times; giving up"
+            return [task.id] if self._give_up(task, message, [run_fence(task.id, split.run)]) else []
+        if not queued:  # the task ended meanwhile
+            return []
+        queues.enqueue_stitch(self.redis, task, self.settings.task_ttl_s)
+        log.warning("task %s: every chunk is done, but not its stitch; it is queued for a worker", task.id)
+        return [job_id]
 
     def _sweep_split(self, task: Task, seen: _Sighting) -> list[str]:
         """Lost chunk runs go back on the queue; chunk jobs lost twice running are queued again. While the plan is

@@ -137,6 +137,39 @@ def test_a_split_lost_before_its_plan_closed_puts_the_task_back_whole(redis: Red
     assert normal_queue(redis).job_ids == [task.id], "the task's own job is queued again, to be split again"
 
 
+def test_a_stitch_lost_with_its_worker_is_queued_again_until_the_attempts_are_spent(
+    redis: Redis, quick: Settings
+) -> None:
+    stores = Stores.open(redis, quick)
+    janitor = Janitor(redis, Lifecycle(redis, stores, keep_uploads=False), quick)
+    task = queued_task(redis, stores)
+    run = stores.tasks.start(task, "splitter", TaskStatus.PROCESSING)
+    queue = normal_queue(redis)
+    redis.delete(queue.key)  # the splitter took the task's job
+    assert stores.chunks.create(task.id, [Chunk(index=0, start=0.0, end=1.0)], "en", 1.0, run=run)
+    assert stores.tasks.update(task.id, fences=[run_fence(task.id, run)], chunks=1)
+    assert stores.chunks.close(task.id, run, 1.0) is False
+    assert stores.chunks.take(task.id, 1) == [0] and stores.chunks.claim(task.id, 0, "decoder") == 1
+    # The last chunk is done; its worker ('decoder', never announced: taken for dead) did not stitch.
+    assert stores.chunks.finish(task.id, 0, 1, [make_segment(0, 0.0, 1.0, " x")], 1.0) is True
+    redis.delete(queue.key)
+    stitch = queues.stitch_job_id(task.id)
+
+    for attempt in range(1, quick.max_attempts + 1):
+        assert janitor.sweep() == [stitch] and queue.job_ids == [stitch], f"stitch {attempt} queued"
+        assert janitor.sweep() == [], "while it waits, it is in hand"
+        redis.lpop(queue.key)  # a worker takes it...
+        announce(redis, "stitcher", holding=stitch)
+        redis.delete(keys.recovery_lock_key(stitch))  # (a minute on)
+        assert janitor.sweep() == [], "...and while it holds it, it is in hand"
+        fleet.withdraw(redis, "stitcher")  # ...and dies
+        redis.delete(keys.recovery_lock_key(stitch))
+    assert janitor.sweep() == [task.id]
+    failed = stores.tasks.get(task.id)
+    assert (failed.status, failed.error_code) == (TaskStatus.FAILED, "worker_lost")
+    assert "stitching this task were lost 3 times" in (failed.error_message or "")
+
+
 def test_a_chunk_taken_back_is_not_finished_by_its_old_worker(redis: Redis, quick: Settings) -> None:
     stores = Stores.open(redis, quick)
     lifecycle = Lifecycle(redis, stores, keep_uploads=False)

@@ -13,13 +13,19 @@ from openai import OpenAI
 from pyannote.core import Annotation, Timeline  # type: ignore[import-untyped]
 from pyannote.core import Segment as Span
 from pyannote.metrics.diarization import DiarizationErrorRate  # type: ignore[import-untyped]
+from redis import Redis
+from rq import Queue
 
 from benchmark.dataset import load_manifest
-from shared.enums import TaskType
+from shared import keys
+from shared.enums import Priority, TaskType
 from shared.errors import SpeakersUnavailable
-from shared.schemas import Segment, Transcript, Word
-from tests.conftest import DATA, JFK, StartWorker, submit, wait_for
-from worker import diarization, speaker_stage, speakers, splitting
+from shared.lifecycle import Lifecycle
+from shared.schemas import Segment, TranscribeOptions, Transcript, Word
+from shared.settings import Settings
+from shared.stores import Stores
+from tests.conftest import DATA, JFK, StartWorker, queued_task, submit, wait_for
+from worker import chunk_jobs, context, diarization, engine, jobs, speaker_stage, speakers, splitting
 from worker.diarization import Diarizer, Piece, Turn
 from worker.speaker_stage import Stopped, Turns
 
@@ -347,3 +353,44 @@ def test_the_weights_ship_in_the_installed_package() -> None:
 
     assert weights_path().is_file() and weights_path().stat().st_size > 10_000_000
     assert segmentation.weights_path().is_file() and segmentation.weights_path().stat().st_size > 5_000_000
+
+
+class Died(BaseException):
+    """The worker dies at this point."""
+
+
+@pytest.mark.slow
+def test_a_split_file_whose_last_chunk_worker_died_before_its_stitch_is_labelled_by_another_worker(
+    api: httpx.Client,
+    redis: Redis,
+    settings: Settings,
+    start_worker: StartWorker,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every chunk is done, but the worker that finished the last one died before its stitch: another worker
+    stitches it, speaker labels and all (the janitor that finds it has no voice encoder)."""
+    short = {"split_after_s": 8.0, "chunk_target_s": 8.0}
+    settings = settings.model_copy(update=short)
+    stores = Stores.open(redis, settings)
+    task = queued_task(redis, stores, media=FALCON, enqueue=False, options=TranscribeOptions(diarize=True))
+    tiny = engine.load_engine(settings.model_copy(update={"model": "tiny.en"}))
+    ctx = context.WorkerContext("gone", redis, settings, tiny, stores, Lifecycle(redis, stores, False))
+    monkeypatch.setattr(context, "_current", ctx)
+    jobs.transcribe(task.id)  # split by a worker that never announced itself, so it counts as lost
+
+    def dies(*args: Any) -> None:
+        raise Died
+
+    monkeypatch.setattr(chunk_jobs, "_stitch", dies)
+    queue = Queue(keys.queue_name("tiny.en", Priority.NORMAL), connection=redis)
+    with pytest.raises(Died):
+        while job_id := cast(bytes | None, redis.lpop(queue.key)):
+            chunk_jobs.transcribe_chunk(task.id, int(job_id.decode().rpartition("-")[2]))
+    split = stores.chunks.load(task.id)
+    assert split is not None and split.complete and len(split.chunks) >= 2
+
+    worker = start_worker(burst=False, worker_ttl_s=5, **short)
+    finished = done(api, task.id)
+    assert len(finished["result"].get("speakers") or []) == 3
+    assert matches("falcon_test", finished["result"]["segments"])
+    worker.log.wait_for(f"task {task.id}: stitching it, for the worker that decoded its last chunk")
