@@ -154,6 +154,9 @@ def test_a_stitch_lost_with_its_worker_is_queued_again_until_the_attempts_are_sp
     assert stores.chunks.finish(task.id, 0, 1, [make_segment(0, 0.0, 1.0, " x")], 1.0) is True
     redis.delete(queue.key)
     stitch = queues.stitch_job_id(task.id)
+    janitor.hand_back(stitch, "stopping")  # a worker that stops while it stitches hands the stitch back
+    assert queue.job_ids == [stitch]
+    redis.delete(queue.key)
 
     for attempt in range(1, quick.max_attempts + 1):
         assert janitor.sweep() == [stitch] and queue.job_ids == [stitch], f"stitch {attempt} queued"
