@@ -26,19 +26,8 @@ def task_queue(redis: Redis, task: Task) -> Queue:
 
 
 def enqueue(redis: Redis, task: Task, pipe: Pipeline, ttl_s: int) -> None:
-    """Enqueue the task's job inside the caller's transaction; the job id is the task id.
-
-    RQ never times the job out: the worker sets a limit from the audio's duration once it knows it.
-    """
-    task_queue(redis, task).enqueue_call(
-        TRANSCRIBE_JOB,
-        args=(task.id,),
-        job_id=task.id,
-        timeout=-1,
-        result_ttl=ttl_s,
-        failure_ttl=ttl_s,
-        pipeline=pipe,
-    )
+    """Enqueue the task's job inside the caller's transaction; the job id is the task id."""
+    _enqueue(task_queue(redis, task), TRANSCRIBE_JOB, (task.id,), task.id, ttl_s, pipe)
 
 
 def chunk_job_id(task_id: str, index: int) -> str:
@@ -68,16 +57,7 @@ def enqueue_chunks(
         pipe.multi()
     for index in indexes:
         _replace(redis, chunk_job_id(task.id, index), pipe)
-        queue.enqueue_call(
-            CHUNK_JOB,
-            args=(task.id, index),
-            job_id=chunk_job_id(task.id, index),
-            timeout=-1,
-            result_ttl=ttl_s,
-            failure_ttl=ttl_s,
-            at_front=at_front,
-            pipeline=pipe,
-        )
+        _enqueue(queue, CHUNK_JOB, (task.id, index), chunk_job_id(task.id, index), ttl_s, pipe, at_front)
     if own:
         pipe.execute()
 
@@ -97,16 +77,7 @@ def enqueue_stitch(redis: Redis, task: Task, ttl_s: int) -> None:
     pipe = redis.pipeline()
     pipe.multi()
     _replace(redis, stitch_job_id(task.id), pipe)
-    task_queue(redis, task).enqueue_call(
-        STITCH_JOB,
-        args=(task.id,),
-        job_id=stitch_job_id(task.id),
-        timeout=-1,
-        result_ttl=ttl_s,
-        failure_ttl=ttl_s,
-        at_front=True,
-        pipeline=pipe,
-    )
+    _enqueue(task_queue(redis, task), STITCH_JOB, (task.id,), stitch_job_id(task.id), ttl_s, pipe, at_front=True)
     pipe.execute()
 
 
@@ -129,6 +100,23 @@ def _fetch(redis: Redis, job_id: str) -> Job | None:
         return Job.fetch(job_id, connection=redis)
     except NoSuchJobError:
         return None
+
+
+def _enqueue(
+    queue: Queue, job: str, args: tuple[str | int, ...], job_id: str, ttl_s: int, pipe: Pipeline, at_front: bool = False
+) -> None:
+    """Enqueue one job in the caller's transaction. RQ never times it out: the worker sets a limit from the audio's
+    duration once it knows it."""
+    queue.enqueue_call(
+        job,
+        args=args,
+        job_id=job_id,
+        timeout=-1,
+        result_ttl=ttl_s,
+        failure_ttl=ttl_s,
+        at_front=at_front,
+        pipeline=pipe,
+    )
 
 
 def _replace(redis: Redis, job_id: str, pipe: Pipeline) -> None:

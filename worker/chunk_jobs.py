@@ -12,6 +12,7 @@ import numpy as np
 
 from shared import fleet, logs, metrics, queues
 from shared.errors import TaskNotFound, WhisperqError
+from shared.fencing import Fence
 from shared.schemas import Chunk, Segment, Task, Transcript
 from shared.store import run_fence
 from worker import batching, context, engine, speaker_stage, splitting, spooling, stitch, windows
@@ -140,14 +141,14 @@ def transcribe_chunk(task_id: str, index: int) -> None:
         decoded = _decode(ctx, runs)
     except WhisperqError as exc:
         for run in runs:
-            _settle(ctx, run, partial(_raise, exc))
+            _settle(ctx, run.task, run.fences, f"chunk {run.index}", partial(_raise, exc))
         return
     except Exception as exc:
         for run in runs:
-            _fail(ctx, run, exc)
+            _fail(ctx, run.task, run.fences, f"chunk {run.index}", exc)
         raise
     for run, segments in zip(runs, decoded, strict=True):
-        _settle(ctx, run, partial(_finish, ctx, run, segments))
+        _settle(ctx, run.task, run.fences, f"chunk {run.index}", partial(_finish, ctx, run, segments))
 
 
 def stitch_orphan(task_id: str) -> None:
@@ -160,19 +161,7 @@ def stitch_orphan(task_id: str) -> None:
     except TaskNotFound:
         return
     log.info("task %s: stitching it, for the worker that decoded its last chunk and was lost", task_id)
-    fences = [run_fence(task.id, task.run or 0)]
-    try:
-        _stitch(ctx, task)
-    except TaskCancelled as exc:
-        log.info("%s", exc)
-        ctx.lifecycle.release(task)
-    except WhisperqError as exc:
-        log.info("task %s failed in its stitch: %s (%s)", task.id, exc.message, exc.code)
-        ctx.lifecycle.fail(task, exc.code, exc.message, fences)
-    except Exception as exc:
-        message = f"the worker failed unexpectedly stitching the chunks: {type(exc).__name__}: {exc}"
-        ctx.lifecycle.fail(task, "internal_error", message, fences)
-        raise
+    _settle(ctx, task, [run_fence(task.id, task.run or 0)], "the stitch", partial(_stitch, ctx, task))
 
 
 def _active(ctx: WorkerContext, run: ChunkRun) -> bool:
@@ -199,21 +188,22 @@ def _decode(ctx: WorkerContext, runs: list[ChunkRun]) -> list[list[Segment]]:
         return windows.decode(ctx.engine, batch)
 
 
-def _settle(ctx: WorkerContext, run: ChunkRun, step: Callable[[], None]) -> None:
-    """Do one run's part after the decode, and record how it ended: done, taken, cancelled or failed."""
-    logs.current_task.set(run.task.id)
+def _settle(ctx: WorkerContext, task: Task, fences: list[Fence], part: str, step: Callable[[], None]) -> None:
+    """Do a part of a task (a chunk after its decode, or the stitch), and record how it ended: done, taken,
+    cancelled or failed; its writes count while `fences` hold."""
+    logs.current_task.set(task.id)
     try:
         step()
     except ChunkTaken as exc:
         log.warning("%s; leaving it", exc)
     except TaskCancelled as exc:
         log.info("%s", exc)
-        ctx.lifecycle.release(run.task)
+        ctx.lifecycle.release(task)
     except WhisperqError as exc:
-        log.info("task %s failed in chunk %d: %s (%s)", run.task.id, run.index, exc.message, exc.code)
-        ctx.lifecycle.fail(run.task, exc.code, exc.message, run.fences)
+        log.info("task %s failed in %s: %s (%s)", task.id, part, exc.message, exc.code)
+        ctx.lifecycle.fail(task, exc.code, exc.message, fences)
     except Exception as exc:
-        _fail(ctx, run, exc)
+        _fail(ctx, task, fences, part, exc)
         raise
 
 
@@ -221,9 +211,9 @@ def _raise(exc: Exception) -> None:
     raise exc
 
 
-def _fail(ctx: WorkerContext, run: ChunkRun, exc: Exception) -> None:
-    message = f"the worker failed unexpectedly on chunk {run.index}: {type(exc).__name__}: {exc}"
-    ctx.lifecycle.fail(run.task, "internal_error", message, run.fences)
+def _fail(ctx: WorkerContext, task: Task, fences: list[Fence], part: str, exc: Exception) -> None:
+    message = f"the worker failed unexpectedly on {part}: {type(exc).__name__}: {exc}"
+    ctx.lifecycle.fail(task, "internal_error", message, fences)
 
 
 def _finish(ctx: WorkerContext, run: ChunkRun, decoded: list[Segment]) -> None:

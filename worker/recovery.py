@@ -159,11 +159,11 @@ class Janitor:
         if any(job_id in jobs for jobs in seen.held.values()) or job_id in seen.waiting or not self._lock(job_id):
             return []
         queued = self.chunks.stitch_queued(task.id)
+        if not queued:  # the task ended meanwhile
+            return []
         if queued > self.settings.max_attempts:
             message = f"the workers stitching this task were lost {queued - 1} times; giving up"
             return [task.id] if self._give_up(task, message, [run_fence(task.id, split.run)]) else []
-        if not queued:  # the task ended meanwhile
-            return []
         queues.enqueue_stitch(self.redis, task, self.settings.task_ttl_s)
         log.warning("task %s: every chunk is done, but not its stitch; it is queued for a worker", task.id)
         return [job_id]
