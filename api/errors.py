@@ -26,6 +26,7 @@ from shared.errors import (
     ModelUnavailable,
     NoMediaFound,
     ServiceUnavailable,
+    StorageFull,
     SummariesUnavailable,
     SummaryFailed,
     TaskFinished,
@@ -75,6 +76,7 @@ HTTP_STATUS: dict[type[WhisperqError], int] = {
     ServiceUnavailable: 503,
     TaskTimeout: 504,
     DownloadTooSlow: 504,
+    StorageFull: 507,
 }
 
 
@@ -121,6 +123,11 @@ async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
     return error_response(503, ServiceUnavailable.code, "the task database is unreachable; try again shortly")
 
 
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    """Anything else: the same JSON body (the server logs the traceback)."""
+    return error_response(500, WhisperqError.code, "the server failed unexpectedly; the error is logged")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers on the app."""
     app.add_exception_handler(WhisperqError, _whisperq_error)
@@ -128,3 +135,4 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RedisConnectionError, _redis_down)
     app.add_exception_handler(RedisTimeoutError, _redis_down)
+    app.add_exception_handler(Exception, _unexpected)

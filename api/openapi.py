@@ -39,6 +39,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         422: "Invalid field values. / 字段值无效。",
         429: "Too many requests or queued tasks; see Retry-After. / 请求或排队任务过多。",
         503: "The task database is unreachable. / 数据库不可用。",
+        507: "The upload volume is full. / 上传存储空间已满。",
     }.items()
 }
 

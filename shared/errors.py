@@ -147,6 +147,12 @@ class NoAudioStream(UnsupportedMedia):
     code = "no_audio_stream"
 
 
+class StorageFull(TaskFailure):
+    """The upload volume has no room for the media, or for the audio a worker cuts from it."""
+
+    code = "storage_full"
+
+
 class MediaTooLong(TaskFailure):
     """The media is longer than the configured limit (however short its container says it is)."""
 

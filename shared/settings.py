@@ -76,6 +76,12 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         default=1024**3, gt=0, description="Largest accepted upload, enforced while streaming."
     )
+    volume_reserve_bytes: int = Field(
+        default=512 * 1024**2,
+        ge=0,
+        description="Free space the upload volume keeps for the audio workers cut from long files: uploads and "
+        "downloads are refused (507, storage_full) while it has less. 0: no reserve.",
+    )
 
     default_model: str = Field(default="base", min_length=1, description="Model used when a task names none.")
     served_models: list[str] = Field(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -12,11 +14,28 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import TracebackType
 
-from shared.errors import FileTooLarge, UnsupportedMedia
+from shared.errors import FileTooLarge, StorageFull, UnsupportedMedia
 from shared.media import SNIFF_BYTES, sniff
+
+log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[0-9a-f]{32}$")
 _PARTIAL = ".part"
+# What a write says when the volume (or the writer's quota) has no room left.
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+_NO_ROOM = "the upload volume has no room left for this media; try again once space is freed"
+
+
+@contextmanager
+def volume_writes() -> Iterator[None]:
+    """Around writes to the volume: one that finds it full raises StorageFull, which says so, not a bare OSError."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in _FULL:
+            raise
+        log.error("the upload volume is full: %s", exc)
+        raise StorageFull(_NO_ROOM) from exc
 
 
 class PendingUpload:
@@ -41,7 +60,8 @@ class PendingUpload:
             self._head += chunk[: SNIFF_BYTES - len(self._head)]
             if len(self._head) >= SNIFF_BYTES:
                 self._check_media()
-        self._file.write(chunk)
+        with volume_writes():
+            self._file.write(chunk)
 
     def sha256(self) -> str:
         """The digest of the committed file, read back only when asked (an idempotent submit), off every other path."""
@@ -52,12 +72,14 @@ class PendingUpload:
         """Close the file and give it its final name."""
         if self.format is None:
             self._check_media()
-        self._file.close()
+        with volume_writes():
+            self._file.close()
         os.replace(self._partial, self._final)
 
     def discard(self) -> None:
-        """Close and remove whatever was written."""
-        self._file.close()
+        """Close and remove whatever was written (what a full volume would not take is dropped)."""
+        with suppress(OSError):
+            self._file.close()
         self._partial.unlink(missing_ok=True)
         self._final.unlink(missing_ok=True)
 
@@ -79,17 +101,31 @@ class PendingUpload:
 class UploadStorage:
     """Media files on the shared upload volume, named by the server."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, reserve_bytes: int = 0) -> None:
         self.root = root
+        self.reserve_bytes = reserve_bytes
         root.mkdir(parents=True, exist_ok=True)
 
     def receive(self, max_bytes: int) -> PendingUpload:
-        """Start receiving a new upload."""
+        """Start receiving a new upload; StorageFull while the volume has less free space than its reserve."""
+        self._check_reserve()
         return PendingUpload(self.root, max_bytes)
+
+    def free_bytes(self) -> int:
+        """Free space on the volume."""
+        return shutil.disk_usage(self.root).free
+
+    def _check_reserve(self) -> None:
+        free = self.free_bytes()
+        if free < self.reserve_bytes:
+            log.error("the upload volume has %d bytes free, under its %d-byte reserve", free, self.reserve_bytes)
+            raise StorageFull(_NO_ROOM)
 
     @contextmanager
     def scratch(self) -> Iterator[Path]:
-        """A private folder on the volume for a downloader to write into; removed afterwards."""
+        """A private folder on the volume for a downloader to write into; removed afterwards. StorageFull while the
+        volume has less free space than its reserve."""
+        self._check_reserve()
         folder = self.root / f".scratch-{uuid.uuid4().hex}"
         folder.mkdir()
         try:

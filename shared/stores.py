@@ -38,6 +38,6 @@ class Stores:
             callbacks=CallbackQueue(redis, ttl, Retries.of(settings)),
             summaries=SummaryStore(redis, ttl),
             chunks=ChunkStore(redis, ttl),
-            storage=UploadStorage(settings.uploads),
+            storage=UploadStorage(settings.uploads, settings.volume_reserve_bytes),
             idempotency=IdempotencyStore(ttl),
         )

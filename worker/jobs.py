@@ -13,6 +13,7 @@ from shared.enums import TaskStatus
 from shared.errors import TaskNotFound, WhisperqError
 from shared.fencing import Fence
 from shared.schemas import Segment, Task, Transcript, check_model_fits
+from shared.storage import volume_writes
 from shared.store import run_fence
 from worker import chunk_jobs, context, download, engine, speaker_stage
 from worker.context import WorkerContext
@@ -36,10 +37,11 @@ def transcribe(task_id: str) -> None:
     if task is None:
         return
     try:
-        if task.source.kind == "url":
-            with deadline(ctx.settings.job_timeout(ctx.settings.max_media_duration_s)):
-                task = _download(ctx, task)
-        _run(ctx, task)
+        with volume_writes():
+            if task.source.kind == "url":
+                with deadline(ctx.settings.job_timeout(ctx.settings.max_media_duration_s)):
+                    task = _download(ctx, task)
+            _run(ctx, task)
     except TaskCancelled as exc:
         log.info("%s", exc)
         ctx.lifecycle.release(task)

@@ -17,6 +17,7 @@ from api.openapi import ERROR_RESPONSES, form_body
 from api.upload import FILE_FIELD, receive_form
 from shared.errors import InvalidRequest
 from shared.schemas import parse
+from shared.storage import volume_writes
 
 router = APIRouter(
     prefix="/v1/audio", tags=["audio"], dependencies=[Depends(authenticate_async)], responses=ERROR_RESPONSES
@@ -42,7 +43,8 @@ async def extract_audio(request: Request, settings: SettingsDep, storage: Storag
         target = storage.scratch_file(f".{encoding.extension}")
         try:
             source = storage.path(form.file.upload.name)
-            await run_in_threadpool(extract, source, target, options, settings.max_media_duration_s)
+            with volume_writes():
+                await run_in_threadpool(extract, source, target, options, settings.max_media_duration_s)
         except BaseException:
             storage.remove_file(target)
             raise

@@ -390,6 +390,21 @@ def test_a_recording_without_speech_completes_empty(
     assert list(settings.uploads.iterdir()) == [], "the upload and the spooled audio are gone"
 
 
+def test_a_volume_that_fills_while_a_long_file_is_cut_fails_the_task_as_storage_full(
+    long_api: httpx.Client, start_worker: StartWorker, settings: Settings
+) -> None:
+    task_id = submit(long_api, LJSPEECH, model="tiny.en").json()["id"]
+    raw = settings.uploads / ".chunks" / task_id / "1" / "audio.raw"  # where the first run spools the decoded audio
+    raw.parent.mkdir(parents=True)
+    raw.symlink_to("/dev/full")  # the kernel answers every write there with ENOSPC, as a full volume does
+    worker = start_worker(**SPLIT)
+    done = finished(long_api, task_id, timeout_s=120)
+    assert done["status"] == "failed" and done["error"]["code"] == "storage_full", done["error"]
+    assert "no room" in done["error"]["message"]
+    assert worker.wait(timeout=60) == 0, "the worker goes on"
+    assert list(settings.uploads.iterdir()) == [], "the upload and the cut audio are gone"
+
+
 def unsplit_transcript(path: Path, settings: Settings) -> list[Segment]:
     """The raw engine's segments for the whole file in one run: what stitching is held to."""
     from worker.engine import load_engine, transcribe
