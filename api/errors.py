@@ -37,6 +37,7 @@ from shared.errors import (
     Unauthorized,
     UnsafeUrl,
     UnsupportedMedia,
+    UploadStalled,
     WhisperqError,
 )
 
@@ -58,6 +59,7 @@ HTTP_STATUS: dict[type[WhisperqError], int] = {
     Unauthorized: 401,
     Forbidden: 403,
     TaskNotFound: 404,
+    UploadStalled: 408,
     TaskNotCompleted: 409,
     TaskFinished: 409,
     IdempotencyConflict: 409,

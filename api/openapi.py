@@ -33,6 +33,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         400: "Malformed request. / 请求格式错误。",
         401: "Missing or invalid API key. / 缺少或无效的 API 密钥。",
         404: "No such task (or not yours). / 任务不存在。",
+        408: "The upload stalled: nothing arrived for WHISPERQ_UPLOAD_IDLE_S. / 上传停滞。",
         409: "Not possible in the task's state. / 任务状态不允许。",
         413: "Upload too large. / 上传文件过大。",
         415: "Not audio or video. / 不是音视频。",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from types import TracebackType
 from urllib.parse import parse_qsl
@@ -11,7 +13,8 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 
-from shared.errors import FileTooLarge, InvalidRequest, MalformedRequest
+from shared.errors import FileTooLarge, InvalidRequest, MalformedRequest, UploadStalled
+from shared.settings import Settings
 from shared.storage import PendingUpload, UploadStorage
 
 FILE_FIELD = "file"
@@ -137,10 +140,24 @@ class _FormReceiver:
         self.ended = True
 
 
-async def _urlencoded(request: Request) -> ReceivedForm:
+async def _arriving(request: Request, idle_s: float) -> AsyncIterator[bytes]:
+    """The request's body as it arrives; UploadStalled once the client sends nothing for `idle_s` (a client that went
+    away without closing the connection would otherwise hold it, and its partial file, for good)."""
+    chunks = request.stream().__aiter__()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(chunks.__anext__(), idle_s)
+        except StopAsyncIteration:
+            return
+        except asyncio.TimeoutError as exc:  # noqa: UP041 -- not yet the builtin TimeoutError on Python 3.10
+            raise UploadStalled(f"nothing of the upload arrived for {idle_s:g} s; it was dropped") from exc
+        yield chunk
+
+
+async def _urlencoded(chunks: AsyncIterator[bytes]) -> ReceivedForm:
     """A form without a file (a task from a URL), sent as application/x-www-form-urlencoded."""
     body = b""
-    async for chunk in request.stream():
+    async for chunk in chunks:
         body += chunk
         if len(body) > FORM_OVERHEAD_BYTES:
             raise InvalidRequest(f"a form without a file is at most {FORM_OVERHEAD_BYTES} bytes")
@@ -159,19 +176,21 @@ def _check_declared_length(request: Request, max_bytes: int) -> None:
         raise FileTooLarge(f"the request is larger than the {max_bytes}-byte upload limit")
 
 
-async def receive_form(request: Request, storage: UploadStorage, max_bytes: int) -> ReceivedForm:
-    """Parse the request's form while it arrives; on any error nothing is left on the volume."""
+async def receive_form(request: Request, storage: UploadStorage, settings: Settings) -> ReceivedForm:
+    """Parse the request's form while it arrives; on any error, a stall included, nothing is left on the volume."""
+    max_bytes = settings.max_upload_bytes
     _check_declared_length(request, max_bytes)
+    body = _arriving(request, settings.upload_idle_s)
     content_type, params = parse_options_header(request.headers.get("content-type"))
     if content_type == b"application/x-www-form-urlencoded":
-        return await _urlencoded(request)
+        return await _urlencoded(body)
     if content_type != b"multipart/form-data" or not params.get(b"boundary"):
         raise MalformedRequest("send the task as multipart/form-data (or, without a file, as a urlencoded form)")
     receiver = _FormReceiver(storage, max_bytes)
     parser = MultipartParser(params[b"boundary"], receiver.callbacks())  # type: ignore[arg-type]
     try:
         with receiver.form:
-            async for chunk in request.stream():
+            async for chunk in body:
                 # Writes to the volume block, so they run off the event loop.
                 await run_in_threadpool(parser.write, chunk)
             parser.finalize()

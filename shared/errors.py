@@ -86,6 +86,12 @@ class TooManyConcurrent(TooManyTasks):
     code = "too_many_concurrent"
 
 
+class UploadStalled(RequestError):
+    """The client stopped sending its upload."""
+
+    code = "upload_stalled"
+
+
 class IdempotencyConflict(RequestError):
     """An Idempotency-Key was used before for a different request."""
 

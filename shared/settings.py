@@ -76,6 +76,12 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         default=1024**3, gt=0, description="Largest accepted upload, enforced while streaming."
     )
+    upload_idle_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="An upload (an HTTP form or the upload socket) that sends nothing for this long is dropped "
+        "(408, upload_stalled) and its partial file removed.",
+    )
     volume_reserve_bytes: int = Field(
         default=512 * 1024**2,
         ge=0,

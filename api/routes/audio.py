@@ -34,7 +34,7 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 @router.post("/extract", response_class=FileResponse, responses=_RESPONSES, openapi_extra=form_body(ExtractOptions))
 async def extract_audio(request: Request, settings: SettingsDep, storage: StorageDep) -> FileResponse:
     """Upload audio or video; get its audio track back, resampled and encoded. / 上传音视频，提取并转码其音轨。"""
-    form = await receive_form(request, storage, settings.max_upload_bytes)
+    form = await receive_form(request, storage, settings)
     if form.file is None:
         raise InvalidRequest(f"send the media as a file in the form field {FILE_FIELD!r}")
     try:  # the upload is only the input here: it goes whatever happens

@@ -140,7 +140,7 @@ async def _handle(
     task_type: TaskType,
     idempotency_key: str | None,
 ) -> Response:
-    with await receive_form(request, storage, settings.max_upload_bytes) as form:
+    with await receive_form(request, storage, settings) as form:
         openai_request = parse(OpenAIForm, form.fields)
         create = openai_request.task(task_type, settings.default_model)
         submission = await run_in_threadpool(tasks.submit, create, form.file, idempotency_key)

@@ -20,15 +20,13 @@ from api.auth import Caller, check_rate, identify
 from api.errors import http_status
 from api.service import TaskService
 from api.upload import ReceivedFile
-from shared.errors import InvalidRequest, MalformedRequest, WhisperqError
+from shared.errors import InvalidRequest, MalformedRequest, UploadStalled, WhisperqError
 from shared.schemas import TaskCreate
 from shared.storage import PendingUpload
 
 router = APIRouter()
 
 BEARER_PROTOCOL = "whisperq.bearer."
-# A client that sends nothing for this long is gone.
-IDLE_S = 60.0
 
 
 @router.websocket("/v1/tasks/ws")
@@ -69,11 +67,12 @@ def _tasks_for(websocket: WebSocket, key_protocol: str | None) -> TaskService:
 
 async def _receive_task(websocket: WebSocket, tasks: TaskService) -> str:
     """The fields, the media and the end message; the task submitted. Nothing is left on the volume on error."""
-    create = _task_fields(await _next(websocket))
+    idle_s = tasks.settings.upload_idle_s
+    create = _task_fields(await _next(websocket, idle_s))
     await run_in_threadpool(tasks.check_capacity, create)
     upload = tasks.stores.storage.receive(tasks.settings.max_upload_bytes)
     with upload:
-        await _receive_media(websocket, upload)
+        await _receive_media(websocket, upload, idle_s)
         await run_in_threadpool(upload.commit)
         submission = await run_in_threadpool(tasks.submit, create, ReceivedFile(upload, None, None))
     return submission.task.id
@@ -102,10 +101,10 @@ def _form_value(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-async def _receive_media(websocket: WebSocket, upload: PendingUpload) -> None:
+async def _receive_media(websocket: WebSocket, upload: PendingUpload, idle_s: float) -> None:
     """Binary frames onto the volume until the end message."""
     while True:
-        message = await _next(websocket)
+        message = await _next(websocket, idle_s)
         if message.get("bytes") is not None:
             await run_in_threadpool(upload.write, message["bytes"])
             continue
@@ -118,11 +117,12 @@ async def _receive_media(websocket: WebSocket, upload: PendingUpload) -> None:
         return
 
 
-async def _next(websocket: WebSocket) -> dict[str, Any]:
+async def _next(websocket: WebSocket, idle_s: float) -> dict[str, Any]:
+    """The client's next message; UploadStalled once it sends nothing for `idle_s`."""
     try:
-        message = await asyncio.wait_for(websocket.receive(), IDLE_S)
+        message = await asyncio.wait_for(websocket.receive(), idle_s)
     except asyncio.TimeoutError as exc:  # noqa: UP041 -- not yet the builtin TimeoutError on Python 3.10
-        raise MalformedRequest(f"nothing received for {IDLE_S:.0f} s") from exc
+        raise UploadStalled(f"nothing of the upload arrived for {idle_s:g} s; it was dropped") from exc
     if message["type"] == "websocket.disconnect":
         raise WebSocketDisconnect(message.get("code", 1000))
     return dict(message)

@@ -78,7 +78,7 @@ async def create_task(
 ) -> TaskPublic:
     """Upload media (or give a URL) and queue it for transcription or translation. / 上传媒体或链接并排队。"""
     await run_in_threadpool(tasks.check_capacity)
-    with await receive_form(request, storage, settings.max_upload_bytes) as form:
+    with await receive_form(request, storage, settings) as form:
         create = TaskCreate.from_form(form.fields)
         submission = await run_in_threadpool(tasks.submit, create, form.file, idempotency_key)
     response.headers["Location"] = str(request.url_for("get_task", task_id=submission.task.id))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
@@ -16,10 +17,12 @@ import pytest
 from pydantic import ValidationError
 from redis import Redis
 from rq import Queue
+from websockets.sync.client import connect as ws_connect
 
 from shared import keys
 from shared.enums import Priority
 from shared.settings import ApiKey, Settings
+from tests.api.test_socket_upload import messages, socket_url
 from tests.conftest import DATA, submit, wait_for
 
 DIGIT = DATA / "audio" / "fsdd" / "7_theo_0.wav"
@@ -258,3 +261,36 @@ def test_idempotency_keys_belong_to_their_owner_and_cover_the_openai_routes(
     assert alice[0].json()["id"] == alice[1].json()["id"] != bob.json()["id"]
     listed = api.get("/v1/tasks", headers={"Authorization": "Bearer alice"}).json()
     assert listed["total"] == 1
+
+
+def stalled_http_upload(port: int, settings: Settings) -> bytes:
+    """Send a form's headers and the start of its file, then nothing more (a client gone without closing its
+    connection); the server's whole answer."""
+    head = b'--bnd\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\nContent-Type: audio/wav\r\n\r\n'
+    request = b"POST /v1/tasks HTTP/1.1\r\nHost: whisperq\r\nContent-Type: multipart/form-data; boundary=bnd\r\n"
+    with socket.create_connection(("127.0.0.1", port)) as conn:
+        conn.sendall(request + b"Content-Length: 100000\r\n\r\n" + head + DIGIT.read_bytes()[:5000])
+        wait_for(lambda: [name for name in uploads(settings) if name.endswith(".part")], timeout_s=3)
+        conn.settimeout(60)
+        answer = b""
+        while b"}}" not in answer and (received := conn.recv(4096)):
+            answer += received
+        return answer
+
+
+def test_a_stalled_upload_is_dropped_and_leaves_nothing(
+    api_factory: Callable[..., httpx.Client], served: Callable[[str], None], settings: Settings
+) -> None:
+    served("tiny.en")
+    api = api_factory(upload_idle_s=3.0)
+    answer = stalled_http_upload(api.base_url.port or 80, settings)
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    body = json.loads(answer.split(b"\r\n\r\n", 1)[1])
+    assert body["error"]["code"] == "upload_stalled" and "3 s" in body["error"]["message"], body
+    assert uploads(settings) == [], "the partial file is gone"
+    with ws_connect(socket_url(api)) as upload_socket:  # the upload socket: the fields, a frame, then nothing
+        upload_socket.send(json.dumps({"model": "tiny.en"}))
+        upload_socket.send(DIGIT.read_bytes()[:5000])
+        error = messages(upload_socket)[-1]
+        assert (error["code"], upload_socket.close_code) == ("upload_stalled", 4408)
+    assert uploads(settings) == [] and api.get("/v1/tasks").json()["tasks"] == []
