@@ -56,6 +56,11 @@ def recovery_lock_key(task_id: str) -> str:
     return f"{PREFIX}:recovering:{task_id}"
 
 
+def leftover_sweep_key() -> str:
+    """Held for a sweep's period by the worker that removes the volume's leftovers, so one does in each."""
+    return f"{PREFIX}:leftover-sweep"
+
+
 def callbacks_due_key() -> str:
     """Task ids whose callback is due, scored by when (ms): the callback queue."""
     return f"{PREFIX}:callbacks:due"

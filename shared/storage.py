@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -21,6 +22,9 @@ log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[0-9a-f]{32}$")
 _PARTIAL = ".part"
+_SCRATCH = ".scratch-"
+_OUT = ".out-"
+_CHUNKS = ".chunks"
 # What a write says when the volume (or the writer's quota) has no room left.
 _FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 _NO_ROOM = "the upload volume has no room left for this media; try again once space is freed"
@@ -98,6 +102,20 @@ class PendingUpload:
             self.discard()
 
 
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _last_write(path: Path) -> float:
+    """When a file, or anything in a folder, was last written."""
+    if not path.is_dir():
+        return path.stat().st_mtime
+    return max([path.stat().st_mtime, *(item.stat().st_mtime for item in path.rglob("*"))])
+
+
 class UploadStorage:
     """Media files on the shared upload volume, named by the server."""
 
@@ -126,7 +144,7 @@ class UploadStorage:
         """A private folder on the volume for a downloader to write into; removed afterwards. StorageFull while the
         volume has less free space than its reserve."""
         self._check_reserve()
-        folder = self.root / f".scratch-{uuid.uuid4().hex}"
+        folder = self.root / f"{_SCRATCH}{uuid.uuid4().hex}"
         folder.mkdir()
         try:
             yield folder
@@ -148,11 +166,11 @@ class UploadStorage:
 
     def scratch_file(self, suffix: str) -> Path:
         """A fresh path on the volume for a file the server makes (such as converted audio)."""
-        return self.root / f".out-{uuid.uuid4().hex}{suffix}"
+        return self.root / f"{_OUT}{uuid.uuid4().hex}{suffix}"
 
     def remove_file(self, path: Path) -> None:
         """Delete a scratch file made on this volume."""
-        if path.parent != self.root or not path.name.startswith(".out-"):
+        if path.parent != self.root or not path.name.startswith(_OUT):
             raise ValueError(f"not a scratch file of this volume: {path}")
         path.unlink(missing_ok=True)
 
@@ -177,7 +195,37 @@ class UploadStorage:
     def _chunk_dir(self, task_id: str) -> Path:
         if not _NAME.match(task_id):
             raise ValueError(f"not a task id: {task_id!r}")
-        return self.root / ".chunks" / task_id
+        return self.root / _CHUNKS / task_id
+
+    def remove_leftovers(self, stale_s: float, orphaned_s: float, keep_uploads: bool) -> list[str]:
+        """Remove what processes killed mid-write left behind; the paths removed, relative to the volume.
+
+        Partial uploads, downloaders' folders and converted audio are left behind once their last write is `stale_s`
+        old: each is written to all along while in use, then renamed or removed. A split task's chunk folder, and
+        an upload unless uploads are kept, is orphaned `orphaned_s` after its last write: longer than a task lasts.
+        """
+        removed = []
+        now = time.time()
+        for entry in self.root.iterdir():
+            for candidate, limit in self._leftover_limits(entry, stale_s, orphaned_s, keep_uploads):
+                with suppress(FileNotFoundError):  # gone meanwhile: renamed, or removed by its own process
+                    if now - _last_write(candidate) > limit:
+                        _remove(candidate)
+                        removed.append(str(candidate.relative_to(self.root)))
+        return removed
+
+    @staticmethod
+    def _leftover_limits(
+        entry: Path, stale_s: float, orphaned_s: float, keep_uploads: bool
+    ) -> list[tuple[Path, float]]:
+        name = entry.name
+        if name.endswith(_PARTIAL) or name.startswith((_SCRATCH, _OUT)):
+            return [(entry, stale_s)]
+        if name == _CHUNKS:
+            return [(folder, orphaned_s) for folder in entry.iterdir()]
+        if _NAME.match(name) and not keep_uploads:
+            return [(entry, orphaned_s)]
+        return []
 
     def remove(self, name: str) -> None:
         """Delete a stored upload, if it is still there."""

@@ -30,6 +30,7 @@ from worker.copies import Copy
 from worker.engine import Engine, load_engine, pick_device
 from worker.gpu import GpuLease
 from worker.lane import Lane
+from worker.leftovers import LeftoverSweep
 from worker.live import LiveServer
 from worker.recovery import Janitor
 
@@ -196,6 +197,8 @@ def serve(
     context.install(ctx)
     janitor = Janitor(redis, lifecycle, settings)
     chores: list[Callable[[], object]] = [presence.announce, lease.refresh, janitor.sweep]
+    if settings.role != "live":  # a live worker need not have the upload volume
+        chores.append(LeftoverSweep(redis, stores.storage, settings))
     if settings.heartbeat_file is not None:
         chores.insert(0, settings.heartbeat_file.touch)
     upkeep = Upkeep(settings.worker_ttl_s / 3, chores)
