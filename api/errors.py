@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
 
@@ -125,6 +126,19 @@ async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
     return error_response(503, ServiceUnavailable.code, "the task database is unreachable; try again shortly")
 
 
+# What Redis says of a write it refuses at its `maxmemory`, however redis-py wraps it.
+_OUT_OF_MEMORY = "command not allowed when used memory"
+
+
+async def _redis_refused(request: Request, exc: Exception) -> JSONResponse:
+    """Redis out of memory (at its `maxmemory`, with `noeviction`) refuses writes: nothing was recorded."""
+    if _OUT_OF_MEMORY not in str(exc):  # in a script's or a transaction's error too, where redis-py cannot tell
+        log.error("redis refused a command", exc_info=exc)
+        return await _unexpected(request, exc)
+    log.error("redis is out of memory; refusing writes: %s", exc)
+    return error_response(507, "database_full", "the task database is full; nothing was recorded; try again later")
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     """Anything else: the same JSON body (the server logs the traceback)."""
     return error_response(500, WhisperqError.code, "the server failed unexpectedly; the error is logged")
@@ -137,4 +151,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RedisConnectionError, _redis_down)
     app.add_exception_handler(RedisTimeoutError, _redis_down)
+    app.add_exception_handler(ResponseError, _redis_refused)
     app.add_exception_handler(Exception, _unexpected)

@@ -1,4 +1,4 @@
-"""A full upload volume: uploads refused with 507 `storage_full` and nothing kept, whichever way the media comes."""
+"""A full upload volume or task database: uploads refused with 507 and nothing kept, whichever way they come."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from redis import Redis
 
 from shared.settings import Settings
 from shared.storage import PendingUpload, UploadStorage
@@ -79,6 +80,24 @@ def test_a_volume_that_fills_during_an_upload_answers_507_and_keeps_nothing(
     assert api.get("/v1/tasks").json()["tasks"] == []
     assert list(settings.uploads.iterdir()) == [], "the partial files are gone"
     assert api.get("/health").status_code == 200, "the API goes on"
+
+
+def test_a_task_database_out_of_memory_answers_507_and_keeps_nothing(
+    api: httpx.Client, served: Callable[[str], None], settings: Settings, redis: Redis
+) -> None:
+    served("tiny.en")
+    first = submit(api, JFK, model="tiny.en").json()["id"]
+    redis.config_set("maxmemory", 1)  # over its memory: Redis refuses every write from here
+    try:
+        for answer in (submit(api, JFK, model="tiny.en"), submit(api, JFK, model="tiny.en", diarize="true")):
+            assert answer.status_code == 507, answer.text
+            assert answer.json()["error"]["code"] == "database_full"
+        poll = api.get(f"/v1/tasks/{first}")
+        assert poll.status_code == 200 and poll.json()["status"] == "queued", "status polls, which only read, go on"
+    finally:
+        redis.config_set("maxmemory", 0)
+    assert len(list(settings.uploads.iterdir())) == 1, "only the first task's upload is on the volume"
+    assert submit(api, JFK, model="tiny.en").status_code == 202, "and writes go on once Redis has room"
 
 
 def test_an_unexpected_error_is_answered_in_the_error_body(api: httpx.Client, monkeypatch: pytest.MonkeyPatch) -> None:
