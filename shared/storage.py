@@ -207,11 +207,12 @@ class UploadStorage:
         removed = []
         now = time.time()
         for entry in self.root.iterdir():
-            for candidate, limit in self._leftover_limits(entry, stale_s, orphaned_s, keep_uploads):
-                with suppress(FileNotFoundError):  # gone meanwhile: renamed, or removed by its own process
-                    if now - _last_write(candidate) > limit:
-                        _remove(candidate)
-                        removed.append(str(candidate.relative_to(self.root)))
+            with suppress(FileNotFoundError):  # gone meanwhile: renamed, or removed by its own process
+                for candidate, limit in self._leftover_limits(entry, stale_s, orphaned_s, keep_uploads):
+                    with suppress(FileNotFoundError):
+                        if now - _last_write(candidate) > limit:
+                            _remove(candidate)
+                            removed.append(str(candidate.relative_to(self.root)))
         return removed
 
     @staticmethod
