@@ -126,14 +126,15 @@ class UploadStorage:
 
     def receive(self, max_bytes: int) -> PendingUpload:
         """Start receiving a new upload; StorageFull while the volume has less free space than its reserve."""
-        self._check_reserve()
+        self.check_room()
         return PendingUpload(self.root, max_bytes)
 
     def free_bytes(self) -> int:
         """Free space on the volume."""
         return shutil.disk_usage(self.root).free
 
-    def _check_reserve(self) -> None:
+    def check_room(self) -> None:
+        """StorageFull while the volume has less free space than its reserve."""
         free = self.free_bytes()
         if free < self.reserve_bytes:
             log.error("the upload volume has %d bytes free, under its %d-byte reserve", free, self.reserve_bytes)
@@ -141,9 +142,7 @@ class UploadStorage:
 
     @contextmanager
     def scratch(self) -> Iterator[Path]:
-        """A private folder on the volume for a downloader to write into; removed afterwards. StorageFull while the
-        volume has less free space than its reserve."""
-        self._check_reserve()
+        """A private folder on the volume for a downloader to write into; removed afterwards."""
         folder = self.root / f"{_SCRATCH}{uuid.uuid4().hex}"
         folder.mkdir()
         try:

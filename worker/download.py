@@ -65,9 +65,11 @@ def fetch(url: str, storage: UploadStorage, settings: Settings, check: Check) ->
     """Download the media a URL points at, directly if it is a media file, else through yt-dlp.
 
     `check` is called at every read (and while waiting for one) and raises to abandon the download (the task
-    was cancelled); past `download_deadline_s` the download fails with DownloadTooSlow.
+    was cancelled); past `download_deadline_s` the download fails with DownloadTooSlow. Nothing is fetched while
+    the volume is under its reserve (StorageFull).
     """
     Policy(settings.allowed_hosts).check_url(url)
+    storage.check_room()
     check = _within_deadline(check, url, settings.download_deadline_s)
     direct = _direct(url, storage, settings, check)
     return direct if direct is not None else _page(url, storage, settings, check)

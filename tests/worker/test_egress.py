@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import json
+import shutil
 import subprocess
 import threading
 import time
@@ -23,7 +24,7 @@ import pytest
 from yt_dlp.networking.common import Request
 from yt_dlp.networking.exceptions import RequestError
 
-from shared.errors import UnsafeUrl
+from shared.errors import StorageFull, UnsafeUrl
 from shared.netguard import Policy
 from shared.settings import Settings
 from shared.storage import UploadStorage
@@ -227,6 +228,16 @@ def test_a_refused_fragment_fails_the_download(public: Site, internal: Site, pol
     with pytest.raises(UnsafeUrl, match=INTERNAL):
         fetch(f"{public.url}/talk.m3u8", policed)
     assert internal.requests == []
+
+
+@pytest.mark.parametrize("path", ["jfk.flac", "watch.html"])
+def test_a_download_onto_a_volume_under_its_reserve_is_refused(public: Site, policed: Settings, path: str) -> None:
+    """Direct media and a page for yt-dlp alike: nothing is fetched or written while the volume lacks its reserve."""
+    policed.uploads.mkdir(parents=True, exist_ok=True)
+    storage = UploadStorage(policed.uploads, reserve_bytes=shutil.disk_usage(policed.uploads).free + 2**30)
+    with pytest.raises(StorageFull):
+        download.fetch(f"{public.url}/{path}", storage, policed, lambda: None)
+    assert public.requests == [] and list(policed.uploads.iterdir()) == []
 
 
 def test_proxies_in_the_environment_are_not_used(
