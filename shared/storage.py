@@ -53,7 +53,8 @@ class PendingUpload:
         self._head = b""
         self._partial = root / f"{self.name}{_PARTIAL}"
         self._final = root / self.name
-        self._file = self._partial.open("xb")
+        with volume_writes():  # no inode left is a full volume too
+            self._file = self._partial.open("xb")
 
     def write(self, chunk: bytes) -> None:
         """Append a chunk; FileTooLarge past the limit, UnsupportedMedia once the head is not media."""
