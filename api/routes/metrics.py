@@ -14,11 +14,12 @@ from redis import Redis
 from rq import Queue
 
 from api.auth import authenticate
-from api.deps import RedisDep, SettingsDep
+from api.deps import RedisDep, SettingsDep, StorageDep
 from shared import fleet, keys
 from shared.enums import TaskStatus
 from shared.errors import Forbidden
 from shared.metrics import HISTOGRAMS
+from shared.storage import UploadStorage
 
 router = APIRouter(tags=["metrics"])
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -29,16 +30,18 @@ def _text(raw: dict[bytes, bytes]) -> dict[str, str]:
 
 
 class FleetCollector(Collector):
-    """Reads every figure from Redis at scrape time."""
+    """Reads every figure from Redis at scrape time (and the upload volume's space from this replica's view of it)."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, storage: UploadStorage) -> None:
         self.redis = redis
+        self.storage = storage
 
     def collect(self) -> Iterator[Metric]:
         yield self._queues()
         yield self._statuses()
         yield self._workers()
         yield self._live_sessions()
+        yield from self._volume()
         yield from self._histograms()
         yield from self._counters()
 
@@ -71,6 +74,16 @@ class FleetCollector(Collector):
         family.add_metric([], int(self.redis.zcard(keys.live_open_key())))
         return family
 
+    def _volume(self) -> Iterator[Metric]:
+        free = GaugeMetricFamily("whisperq_upload_volume_free_bytes", "Free space on the upload volume.")
+        free.add_metric([], self.storage.free_bytes())
+        yield free
+        reserve = GaugeMetricFamily(
+            "whisperq_upload_volume_reserve_bytes", "Free space under which uploads are refused (507, storage_full)."
+        )
+        reserve.add_metric([], self.storage.reserve_bytes)
+        yield reserve
+
     def _histograms(self) -> Iterator[Metric]:
         models = sorted(m.decode() for m in cast(set[bytes], self.redis.smembers(keys.metrics_models_key())))
         for name, (documentation, bounds) in HISTOGRAMS.items():
@@ -100,11 +113,11 @@ class FleetCollector(Collector):
 
 
 @router.get("/metrics", response_class=Response)
-def metrics(request: Request, redis: RedisDep, settings: SettingsDep) -> Response:
+def metrics(request: Request, redis: RedisDep, settings: SettingsDep, storage: StorageDep) -> Response:
     """Prometheus metrics: queues, tasks, workers, processing time and RTF, uploads, callbacks, live sessions.
     / 监控指标。"""
     if settings.protect_metrics and not authenticate(request).admin:
         raise Forbidden("the metrics need an admin key")
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(FleetCollector(redis))
+    registry.register(FleetCollector(redis, storage))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE)

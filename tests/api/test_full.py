@@ -64,6 +64,10 @@ def test_uploads_are_refused_while_the_volume_is_under_its_reserve(
     assert list(settings.uploads.iterdir()) == [], "nothing was kept on the volume"
     volume = api.get("/health").json()["upload_volume"]
     assert volume["reserve_bytes"] == reserve and 0 < volume["free_bytes"] < reserve
+    metrics = api.get("/metrics").text.splitlines()
+    gauges = dict(line.split(" ") for line in metrics if line.startswith("whisperq_upload_volume_"))
+    assert float(gauges["whisperq_upload_volume_reserve_bytes"]) == reserve
+    assert 0 < float(gauges["whisperq_upload_volume_free_bytes"]) < reserve
     open_api = api_factory(volume_reserve_bytes=0)
     assert submit(open_api, JFK, model="tiny.en").status_code == 202, "without the reserve, the same upload is taken"
 
