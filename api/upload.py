@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import TypeVar
 from urllib.parse import parse_qsl
 
 from python_multipart.exceptions import MultipartParseError
@@ -16,6 +17,8 @@ from starlette.requests import ClientDisconnect, Request
 from shared.errors import FileTooLarge, InvalidRequest, MalformedRequest, UploadStalled
 from shared.settings import Settings
 from shared.storage import PendingUpload, UploadStorage
+
+T = TypeVar("T")
 
 FILE_FIELD = "file"
 MAX_FIELDS = 100
@@ -140,18 +143,23 @@ class _FormReceiver:
         self.ended = True
 
 
+async def within_idle(arrival: Awaitable[T], idle_s: float) -> T:
+    """What the client sends next; UploadStalled once it sends nothing for `idle_s` (a client that went away without
+    closing its connection would otherwise hold it, and its partial file, for good)."""
+    try:
+        return await asyncio.wait_for(arrival, idle_s)
+    except asyncio.TimeoutError as exc:  # noqa: UP041 -- not yet the builtin TimeoutError on Python 3.10
+        raise UploadStalled(idle_s) from exc
+
+
 async def _arriving(request: Request, idle_s: float) -> AsyncIterator[bytes]:
-    """The request's body as it arrives; UploadStalled once the client sends nothing for `idle_s` (a client that went
-    away without closing the connection would otherwise hold it, and its partial file, for good)."""
+    """The request's body as it arrives, each chunk within `idle_s` of the last."""
     chunks = request.stream().__aiter__()
     while True:
         try:
-            chunk = await asyncio.wait_for(chunks.__anext__(), idle_s)
+            yield await within_idle(chunks.__anext__(), idle_s)
         except StopAsyncIteration:
             return
-        except asyncio.TimeoutError as exc:  # noqa: UP041 -- not yet the builtin TimeoutError on Python 3.10
-            raise UploadStalled(f"nothing of the upload arrived for {idle_s:g} s; it was dropped") from exc
-        yield chunk
 
 
 async def _urlencoded(chunks: AsyncIterator[bytes]) -> ReceivedForm:

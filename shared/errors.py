@@ -91,6 +91,9 @@ class UploadStalled(RequestError):
 
     code = "upload_stalled"
 
+    def __init__(self, idle_s: float) -> None:
+        super().__init__(f"nothing of the upload arrived for {idle_s:g} s; it was dropped")
+
 
 class IdempotencyConflict(RequestError):
     """An Idempotency-Key was used before for a different request."""

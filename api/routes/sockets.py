@@ -8,7 +8,6 @@ Browsers, which cannot set headers on a WebSocket, send the API key as the subpr
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
@@ -19,8 +18,8 @@ from api import live
 from api.auth import Caller, check_rate, identify
 from api.errors import http_status
 from api.service import TaskService
-from api.upload import ReceivedFile
-from shared.errors import InvalidRequest, MalformedRequest, UploadStalled, WhisperqError
+from api.upload import ReceivedFile, within_idle
+from shared.errors import InvalidRequest, MalformedRequest, WhisperqError
 from shared.schemas import TaskCreate
 from shared.storage import PendingUpload
 
@@ -119,10 +118,7 @@ async def _receive_media(websocket: WebSocket, upload: PendingUpload, idle_s: fl
 
 async def _next(websocket: WebSocket, idle_s: float) -> dict[str, Any]:
     """The client's next message; UploadStalled once it sends nothing for `idle_s`."""
-    try:
-        message = await asyncio.wait_for(websocket.receive(), idle_s)
-    except asyncio.TimeoutError as exc:  # noqa: UP041 -- not yet the builtin TimeoutError on Python 3.10
-        raise UploadStalled(f"nothing of the upload arrived for {idle_s:g} s; it was dropped") from exc
+    message = await within_idle(websocket.receive(), idle_s)
     if message["type"] == "websocket.disconnect":
         raise WebSocketDisconnect(message.get("code", 1000))
     return dict(message)
